@@ -1,0 +1,353 @@
+"""Maskers: how a model sees an input with some players missing.
+
+A masker is called as ``masker(model, x, keep) -> logits`` with ``keep`` a bool tensor ``(B, d)``. Four ways of
+removing players are provided (Covert, Lundberg & Lee, "Explaining by Removing", JMLR 2021):
+
+- :class:`TokenDrop` (timm ViTs): missing patches are dropped from the token sequence after the position
+  embedding is added, so the model never sees them and the cost follows the number of tokens kept (Jain et al.,
+  "Missingness Bias in Model Debugging", ICLR 2022).
+- :class:`AttentionMask` (timm ViTs): the full sequence is run but no token attends to a missing patch (the
+  "pre-softmax" masking of ViT Shapley, Covert, Kim & Lee, ICLR 2023). Equivalent to token dropping, at full cost.
+- :class:`BaselineFill` (any model): missing pixels or columns are replaced by a baseline (zeros, a mean, a blurred
+  copy, noise, or a given tensor).
+- :class:`AppendMask` (models trained for it): missing values are zeroed and the mask is appended as an extra
+  channel or extra columns, so the model can tell "zero" from "missing" (FastSHAP; Covert et al., ICML 2023).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_xai.players import FeatureGroups, PatchGrid, Players, check_keep
+
+__all__ = ["Masker", "TokenDrop", "AttentionMask", "BaselineFill", "AppendMask", "build_masker", "MASKERS"]
+
+
+class Masker:
+    """Base class: validates inputs, then realises the missing players.
+
+    Args:
+        players: the players of the input (:class:`PatchGrid` or :class:`FeatureGroups`).
+    """
+
+    #: Whether the value of the empty coalition is the same for every input, so it can be computed once and cached.
+    constant_null: bool = True
+
+    def __init__(self, players: Players) -> None:
+        self.players = players
+
+    @property
+    def num_players(self) -> int:
+        return self.players.num_players
+
+    def __call__(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+        self.players.check_input(x)
+        keep = check_keep(keep, self.num_players, batch_size=x.shape[0]).to(x.device)
+        return self.forward(model, x, keep)
+
+    def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.players!r})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ViT maskers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_vit(model: nn.Module, masker: str) -> None:
+    needed = ("patch_embed", "_pos_embed", "blocks", "norm", "num_prefix_tokens", "fc_norm", "head")
+    missing = [name for name in needed if not hasattr(model, name)]
+    if missing:
+        raise ValueError(
+            f"{masker} needs a timm VisionTransformer (missing {', '.join(missing)} on {type(model).__name__}); "
+            f"use BaselineFill for other models"
+        )
+    if getattr(model, "attn_pool", None) is not None:
+        raise ValueError(
+            f"{masker} does not support attention-pooled (MAP head) ViTs; use BaselineFill instead"
+        )
+
+
+def _embed(model: nn.Module, x: Tensor) -> Tensor:
+    """Patch tokens with position embeddings and prefix tokens, exactly as timm's ``forward_features`` starts."""
+    tokens = model._pos_embed(model.patch_embed(x))
+    return model.norm_pre(model.patch_drop(tokens))
+
+
+def _token_keep(grid: Players, model: nn.Module, keep: Tensor) -> Tensor:
+    if not isinstance(grid, PatchGrid):
+        raise ValueError("ViT maskers need a PatchGrid of players")
+    return grid.token_keep(keep, tuple(model.patch_embed.grid_size))
+
+
+def _run_blocks(model: nn.Module, tokens: Tensor, key_visible: Tensor | None) -> Tensor:
+    if key_visible is None:
+        return model.norm(model.blocks(tokens))
+    # Additive mask (B, 1, 1, N): a large negative number rather than -inf keeps padded query rows finite.
+    bias = torch.zeros(key_visible.shape, dtype=tokens.dtype, device=tokens.device)
+    bias = bias.masked_fill(~key_visible, torch.finfo(tokens.dtype).min)[:, None, None, :]
+    for block in model.blocks:
+        tokens = block(tokens, attn_mask=bias)
+    return model.norm(tokens)
+
+
+def _head(model: nn.Module, tokens: Tensor, patch_visible: Tensor) -> Tensor:
+    """timm's ``forward_head`` with average pooling restricted to the visible patch tokens."""
+    prefix = model.num_prefix_tokens
+    pool = model.global_pool
+    if pool == "token":
+        pooled = tokens[:, 0]
+    elif pool == "avg":
+        weights = patch_visible.to(tokens.dtype)
+        if getattr(model, "pool_include_prefix", False):
+            weights = torch.cat([weights.new_ones(weights.shape[0], prefix), weights], dim=1)
+        else:
+            tokens = tokens[:, prefix:]
+        pooled = (tokens * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp_min(1.0)
+    else:
+        raise ValueError(f"ViT maskers support global_pool 'token' or 'avg', got {pool!r}")
+    return model.head(model.head_drop(model.fc_norm(pooled)))
+
+
+def _check_not_empty(model: nn.Module, token_keep: Tensor, masker: str) -> None:
+    if model.num_prefix_tokens == 0 and not bool(token_keep.any(dim=1).all()):
+        raise ValueError(
+            f"{masker}: this ViT has no prefix (class/register) token, so a coalition with no players leaves "
+            f"nothing to attend to; use a ViT with a class token, or BaselineFill"
+        )
+
+
+class TokenDrop(Masker):
+    """Drop missing patch tokens (after position embeddings); cost follows the tokens kept.
+
+    Rows are grouped by their number of kept tokens into at most ``num_buckets`` groups, each padded to its longest
+    row with the padding hidden from attention by a key-padding mask. The groups are the partition of the sorted
+    counts that minimises the padded number of tokens (a small dynamic programme over the distinct counts), so a
+    batch pays for little more than the tokens it keeps, whatever the distribution of coalition sizes.
+
+    Args:
+        players: a :class:`PatchGrid` matching the ViT's patch grid (or coarser by a whole number of tokens).
+        num_buckets: largest number of separately run groups.
+    """
+
+    def __init__(self, players: PatchGrid, num_buckets: int = 8) -> None:
+        super().__init__(players)
+        if num_buckets < 1:
+            raise ValueError(f"num_buckets must be at least 1, got {num_buckets}")
+        self.num_buckets = int(num_buckets)
+
+    def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+        _check_vit(model, "TokenDrop")
+        token_keep = _token_keep(self.players, model, keep)
+        _check_not_empty(model, token_keep, "TokenDrop")
+        tokens = _embed(model, x)
+        prefix = model.num_prefix_tokens
+        counts = token_keep.sum(1)
+        logits: Tensor | None = None
+        for rows in bucket_rows(counts, self.num_buckets, prefix):
+            out = self._forward_rows(model, tokens[rows], token_keep[rows], counts[rows], prefix)
+            if logits is None:
+                logits = out.new_empty(x.shape[0], out.shape[1])
+            logits[rows] = out
+        return logits
+
+    @staticmethod
+    def _forward_rows(
+        model: nn.Module, tokens: Tensor, token_keep: Tensor, counts: Tensor, prefix: int
+    ) -> Tensor:
+        longest = int(counts.max())
+        # Stable sort on "missing" puts kept tokens first, in their original order.
+        positions = (~token_keep).to(torch.int8).argsort(dim=1, stable=True)[:, :longest]
+        patch_tokens = tokens[:, prefix:].gather(1, positions.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        sequence = torch.cat([tokens[:, :prefix], patch_tokens], dim=1)
+        visible = torch.arange(longest, device=counts.device) < counts.unsqueeze(1)
+        padded = not bool(visible.all())
+        key_visible = torch.cat([visible.new_ones(visible.shape[0], prefix), visible], 1) if padded else None
+        return _head(model, _run_blocks(model, sequence, key_visible), visible)
+
+
+def bucket_rows(counts: Tensor, num_buckets: int, prefix: int = 0) -> list[Tensor]:
+    """Split rows into at most ``num_buckets`` groups of similar length, minimising the padded token count.
+
+    Rows sorted by length are cut into contiguous groups; a group costs ``rows x (longest + prefix)`` tokens.
+    The optimal cuts are found by dynamic programming over the distinct lengths, vectorised over cut points.
+
+    Returns:
+        Row indices of each non-empty group.
+    """
+    order = counts.argsort()
+    lengths, rows_per_length = torch.unique_consecutive(counts[order].cpu(), return_counts=True)
+    u = lengths.numel()
+    if u <= num_buckets:
+        ends = torch.arange(1, u + 1)
+    else:
+        cum_rows = torch.cat([torch.zeros(1, dtype=torch.long), rows_per_length.cumsum(0)]).double()
+        size = (lengths + prefix).double()
+        # cost[i, j]: one group holding lengths i..j-1 (padded to length j-1), for i < j.
+        cost = (cum_rows[None, 1:] - cum_rows[:-1, None]) * size[None, :]
+        cost = torch.where(torch.arange(u)[:, None] <= torch.arange(u)[None, :], cost, torch.inf)
+        best = cost[0].clone()  # best[j]: lengths 0..j in one group
+        choices = []
+        for _ in range(num_buckets - 1):
+            # Last group starts at i+1 (after the best split of 0..i), or no new split at all.
+            candidates = torch.cat(
+                [best[:, None] + torch.cat([cost[1:], torch.full((1, u), torch.inf)]), best[None]]
+            )
+            best, argmin = candidates.min(0)
+            choices.append(argmin)
+        ends, j = [], u - 1
+        for argmin in reversed(choices):
+            i = int(argmin[j])
+            if i < u:  # a split: the last group is lengths i+1..j
+                ends.append(j + 1)
+                j = i
+        ends.append(j + 1)
+        ends = torch.tensor(sorted(ends))
+    row_ends = rows_per_length.cumsum(0)[ends - 1].tolist()
+    starts = [0] + row_ends[:-1]
+    return [order[a:b] for a, b in zip(starts, row_ends)]
+
+
+class AttentionMask(Masker):
+    """Run the full token sequence, but no token attends to a missing patch (ViT Shapley's pre-softmax masking)."""
+
+    def __init__(self, players: PatchGrid) -> None:
+        super().__init__(players)
+
+    def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+        _check_vit(model, "AttentionMask")
+        token_keep = _token_keep(self.players, model, keep)
+        _check_not_empty(model, token_keep, "AttentionMask")
+        tokens = _embed(model, x)
+        prefix = model.num_prefix_tokens
+        key_visible = torch.cat([token_keep.new_ones(token_keep.shape[0], prefix), token_keep], dim=1)
+        return _head(model, _run_blocks(model, tokens, key_visible), token_keep)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input-space maskers (any model)
+# ----------------------------------------------------------------------------------------------------------------
+
+FILLS = ("zeros", "mean", "blur", "noise")
+
+
+def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = x.shape[1]
+    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+class BaselineFill(Masker):
+    """Replace missing players by a baseline: ``x * m + baseline * (1 - m)``.
+
+    Args:
+        players: the players of the input.
+        fill: ``"zeros"``; ``"mean"`` (the given ``mean``, per channel or per column, e.g. the training-set mean);
+            ``"blur"`` (a Gaussian-blurred copy of the image, ``blur_sigma`` pixels); ``"noise"`` (Gaussian noise
+            with ``noise_std``); a number; or a tensor broadcastable to the input.
+        mean: the mean used by ``fill="mean"``.
+        blur_sigma: standard deviation of the blur, in pixels.
+        noise_std: standard deviation of the noise fill.
+        generator: optional generator for ``fill="noise"``.
+    """
+
+    def __init__(
+        self,
+        players: Players,
+        fill: str | float | Tensor = "zeros",
+        mean: float | Sequence[float] | Tensor | None = None,
+        blur_sigma: float = 4.0,
+        noise_std: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(players)
+        if isinstance(fill, str) and fill not in FILLS:
+            raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}, a number or a tensor")
+        if fill == "mean" and mean is None:
+            raise ValueError(
+                "fill='mean' needs the mean to fill with: pass mean=<per-channel or per-column values>"
+            )
+        if fill == "blur" and not isinstance(players, PatchGrid):
+            raise ValueError("fill='blur' only applies to images (a PatchGrid of players)")
+        self.fill = fill
+        self.constant_null = not (isinstance(fill, str) and fill in ("blur", "noise"))
+        self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
+        self.blur_sigma = float(blur_sigma)
+        self.noise_std = float(noise_std)
+        self.generator = generator
+
+    def baseline(self, x: Tensor) -> Tensor:
+        """The values that replace missing players, broadcastable to ``x``."""
+        fill = self.fill
+        if isinstance(fill, Tensor):
+            return fill.to(x)
+        if not isinstance(fill, str):
+            return torch.full_like(x, float(fill))
+        if fill == "zeros":
+            return torch.zeros_like(x)
+        if fill == "mean":
+            mean = self.mean.to(x)
+            return mean.view(1, -1, 1, 1) if x.dim() == 4 and mean.dim() == 1 else mean
+        if fill == "blur":
+            return _gaussian_blur(x, self.blur_sigma)
+        noise = torch.randn(
+            x.shape, generator=self.generator, device=self.generator.device if self.generator else None
+        )
+        return noise.to(x) * self.noise_std
+
+    def mask_input(self, x: Tensor, keep: Tensor) -> Tensor:
+        """The input the model sees: kept players unchanged, missing ones replaced by the baseline."""
+        m = self.players.expand_mask(keep).to(x)
+        return x * m + self.baseline(x) * (1 - m)
+
+    def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+        return model(self.mask_input(x, keep))
+
+
+class AppendMask(Masker):
+    """Zero the missing players and append the mask, so the model knows what is missing.
+
+    Images get the pixel-level mask as one extra channel: ``(B, C + 1, H, W)``. Tabular inputs get the player-level
+    mask as extra columns: ``(B, F + d)``. Build the model with :meth:`extra_inputs` more input channels/columns.
+    """
+
+    def extra_inputs(self) -> int:
+        """How many input channels (images) or columns (tabular) the mask adds."""
+        return 1 if isinstance(self.players, PatchGrid) else self.num_players
+
+    def mask_input(self, x: Tensor, keep: Tensor) -> Tensor:
+        m = self.players.expand_mask(keep).to(x)
+        if isinstance(self.players, FeatureGroups):
+            return torch.cat([x * m, keep.to(x)], dim=1)
+        return torch.cat([x * m, m], dim=1)
+
+    def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+        return model(self.mask_input(x, keep))
+
+
+MASKERS: dict[str, type[Masker]] = {
+    "token_drop": TokenDrop,
+    "attention_mask": AttentionMask,
+    "baseline": BaselineFill,
+    "append_mask": AppendMask,
+}
+
+
+def build_masker(name: str, players: Players, **kwargs) -> Masker:
+    """Build a masker by name (``token_drop``, ``attention_mask``, ``baseline``, ``append_mask``)."""
+    if name not in MASKERS:
+        raise ValueError(f"unknown masker {name!r}; choose one of {', '.join(MASKERS)}")
+    return MASKERS[name](players, **kwargs)

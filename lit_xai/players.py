@@ -1,0 +1,233 @@
+"""Players: the units an explanation talks about.
+
+Every method in lit_xai asks a model what it predicts when some *players* are missing (Covert, Lundberg & Lee,
+"Explaining by Removing", JMLR 2021). A coalition is a boolean keep-mask of shape ``(batch, num_players)``;
+``True`` means the player is present. This module maps such masks, and per-player attributions, to the layout of
+the input and back:
+
+- :class:`PatchGrid` for images: players are the cells of a regular grid of patches.
+- :class:`FeatureGroups` for tabular data: players are columns or groups of columns.
+
+Both expose the same small protocol (:class:`Players`), so maskers, metrics and explainers never need to know
+which kind of data they are looking at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["Players", "PatchGrid", "FeatureGroups", "check_keep"]
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2 or min(value) <= 0:
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_keep(keep: Tensor, num_players: int, batch_size: int | None = None) -> Tensor:
+    """Validate a keep-mask and return it as a bool tensor of shape ``(B, num_players)``."""
+    if not isinstance(keep, Tensor):
+        raise ValueError(
+            f"keep must be a torch.Tensor of shape (batch, {num_players}), got {type(keep).__name__}"
+        )
+    if keep.dim() != 2 or keep.shape[1] != num_players:
+        raise ValueError(
+            f"keep must have shape (batch, {num_players}) (one column per player), got {tuple(keep.shape)}"
+        )
+    if batch_size is not None and keep.shape[0] != batch_size:
+        raise ValueError(
+            f"keep has {keep.shape[0]} rows but the input batch has {batch_size}; pass one row per input"
+        )
+    if keep.dtype != torch.bool:
+        if keep.is_floating_point() and not torch.all((keep == 0) | (keep == 1)):
+            raise ValueError("keep must be boolean (or 0/1 valued); got fractional values")
+        keep = keep.bool()
+    return keep
+
+
+@runtime_checkable
+class Players(Protocol):
+    """What maskers, metrics and explainers need to know about the players of an input."""
+
+    num_players: int
+
+    def expand_mask(self, keep: Tensor) -> Tensor:
+        """Keep-mask ``(B, d)`` -> float mask broadcastable against the input (``(B, 1, H, W)`` or ``(B, F)``)."""
+        ...
+
+    def upsample(self, values: Tensor) -> Tensor:
+        """Per-player values ``(B, d)`` or ``(B, d, C)`` -> input layout (``(B, H, W)``/``(B, C, H, W)`` or ``(B, F)``/``(B, F, C)``)."""
+        ...
+
+    def pool(self, values: Tensor, reduce: str = "sum") -> Tensor:
+        """Values in input layout -> per-player values ``(B, d)`` (image channels are summed first)."""
+        ...
+
+
+class PatchGrid:
+    """Players are the patches of a regular grid over an image.
+
+    Args:
+        image_size: ``H`` or ``(H, W)`` in pixels.
+        patch_size: ``p`` or ``(ph, pw)`` in pixels; must divide ``image_size`` exactly.
+
+    Players are numbered row-major, as ViT patch tokens are: player ``i`` covers rows
+    ``(i // gw) * ph ...`` and columns ``(i % gw) * pw ...``.
+    """
+
+    def __init__(self, image_size: int | Sequence[int], patch_size: int | Sequence[int]) -> None:
+        self.image_size = _pair(image_size, "image_size")
+        self.patch_size = _pair(patch_size, "patch_size")
+        (h, w), (ph, pw) = self.image_size, self.patch_size
+        if h % ph or w % pw:
+            raise ValueError(
+                f"patch_size {self.patch_size} does not divide image_size {self.image_size}: "
+                f"choose a patch size whose sides divide the image's sides (or resize the image)"
+            )
+        self.grid_size = (h // ph, w // pw)
+        self.num_players = self.grid_size[0] * self.grid_size[1]
+
+    def __repr__(self) -> str:
+        return f"PatchGrid(image_size={self.image_size}, patch_size={self.patch_size})"
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a clear error if ``x`` is not a batch of images of this grid's size."""
+        if x.dim() != 4 or tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f"expected images of shape (B, C, {self.image_size[0]}, {self.image_size[1]}) for {self!r}, "
+                f"got {tuple(x.shape)}; resize the images or build the grid for their size"
+            )
+
+    def _to_grid(self, values: Tensor) -> Tensor:
+        """(B, d[, C]) -> (B, C', gh, gw) with C' = 1 or C."""
+        gh, gw = self.grid_size
+        if values.dim() == 2:
+            return values.reshape(values.shape[0], 1, gh, gw)
+        return values.reshape(values.shape[0], gh, gw, values.shape[2]).permute(0, 3, 1, 2)
+
+    def expand_mask(self, keep: Tensor) -> Tensor:
+        keep = check_keep(keep, self.num_players)
+        grid = self._to_grid(keep.to(torch.float32))
+        return grid.repeat_interleave(self.patch_size[0], dim=2).repeat_interleave(self.patch_size[1], dim=3)
+
+    def upsample(self, values: Tensor) -> Tensor:
+        if values.dim() not in (2, 3) or values.shape[1] != self.num_players:
+            raise ValueError(
+                f"attributions must have shape (B, {self.num_players}) or (B, {self.num_players}, C), "
+                f"got {tuple(values.shape)}"
+            )
+        grid = self._to_grid(values)
+        pixels = grid.repeat_interleave(self.patch_size[0], dim=2).repeat_interleave(
+            self.patch_size[1], dim=3
+        )
+        return pixels[:, 0] if values.dim() == 2 else pixels
+
+    def pool(self, values: Tensor, reduce: str = "sum") -> Tensor:
+        if values.dim() == 3:
+            values = values.unsqueeze(1)
+        if values.dim() != 4 or tuple(values.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f"pixel values must have shape (B, H, W) or (B, C, H, W) with (H, W) = {self.image_size}, "
+                f"got {tuple(values.shape)}"
+            )
+        summed = values.sum(dim=1, keepdim=True)
+        pooled = F.avg_pool2d(summed, kernel_size=self.patch_size, stride=self.patch_size)
+        if reduce == "sum":
+            pooled = pooled * (self.patch_size[0] * self.patch_size[1])
+        elif reduce != "mean":
+            raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+        return pooled.flatten(1)
+
+    def token_keep(self, keep: Tensor, token_grid: tuple[int, int]) -> Tensor:
+        """Map a player keep-mask to a keep-mask over a ViT's patch tokens (row-major ``token_grid``).
+
+        Players may be the ViT's own patches or coarser blocks of them (e.g. 2x2 tokens per player).
+        """
+        gh, gw = self.grid_size
+        th, tw = token_grid
+        if th % gh or tw % gw:
+            raise ValueError(
+                f"{self!r} has a {gh}x{gw} grid, which cannot be mapped onto the model's {th}x{tw} token grid: "
+                f"each player must cover a whole number of tokens (use the model's patch size or a multiple)"
+            )
+        grid = keep.reshape(keep.shape[0], gh, gw)
+        grid = grid.repeat_interleave(th // gh, dim=1).repeat_interleave(tw // gw, dim=2)
+        return grid.reshape(keep.shape[0], th * tw)
+
+
+class FeatureGroups:
+    """Players are tabular columns, or disjoint groups of columns.
+
+    Args:
+        num_features: number of columns ``F`` of the input.
+        groups: optional list of column-index lists, one per player; every column must appear in exactly one
+            group. ``None`` makes every column its own player.
+    """
+
+    def __init__(self, num_features: int, groups: Sequence[Sequence[int]] | None = None) -> None:
+        if num_features <= 0:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        self.num_features = int(num_features)
+        if groups is None:
+            groups = [[i] for i in range(num_features)]
+        flat = sorted(i for g in groups for i in g)
+        if flat != list(range(num_features)):
+            raise ValueError(
+                f"groups must partition the {num_features} columns (each column in exactly one group); "
+                f"got {len(flat)} entries covering {len(set(flat))} distinct columns"
+            )
+        self.groups = [list(map(int, g)) for g in groups]
+        self.num_players = len(self.groups)
+        membership = torch.zeros(self.num_players, num_features)
+        for player, cols in enumerate(self.groups):
+            membership[player, cols] = 1.0
+        self._membership = membership  # (d, F): column c belongs to player p
+
+    def __repr__(self) -> str:
+        return f"FeatureGroups(num_features={self.num_features}, num_players={self.num_players})"
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"expected tabular input of shape (B, {self.num_features}), got {tuple(x.shape)}"
+            )
+
+    def _membership_on(self, ref: Tensor) -> Tensor:
+        return self._membership.to(
+            device=ref.device, dtype=ref.dtype if ref.is_floating_point() else torch.float32
+        )
+
+    def expand_mask(self, keep: Tensor) -> Tensor:
+        keep = check_keep(keep, self.num_players)
+        m = self._membership_on(keep)
+        return keep.to(m.dtype) @ m
+
+    def upsample(self, values: Tensor) -> Tensor:
+        if values.dim() not in (2, 3) or values.shape[1] != self.num_players:
+            raise ValueError(
+                f"attributions must have shape (B, {self.num_players}) or (B, {self.num_players}, C), "
+                f"got {tuple(values.shape)}"
+            )
+        m = self._membership_on(values)
+        if values.dim() == 2:
+            return values @ m
+        return torch.einsum("bdc,df->bfc", values, m)
+
+    def pool(self, values: Tensor, reduce: str = "sum") -> Tensor:
+        self.check_input(values)
+        m = self._membership_on(values)
+        pooled = values @ m.T
+        if reduce == "mean":
+            pooled = pooled / m.sum(dim=1)
+        elif reduce != "sum":
+            raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+        return pooled

@@ -1,0 +1,54 @@
+"""Players map keep-masks and attributions between players and the input's layout."""
+
+import pytest
+import torch
+
+from lit_xai.players import FeatureGroups, PatchGrid
+
+
+def test_patch_grid_round_trip_on_non_square_grid():
+    grid = PatchGrid((6, 8), (3, 2))
+    assert grid.grid_size == (2, 4) and grid.num_players == 8
+    values = torch.arange(16.0).reshape(2, 8)
+    pixels = grid.upsample(values)
+    assert pixels.shape == (2, 6, 8)
+    assert pixels[0, 3, 2] == values[0, 5]  # row 1 (pixels 3-5), column 1 (pixels 2-3)
+    assert torch.equal(grid.pool(pixels, reduce="mean"), values)
+    assert torch.equal(grid.pool(pixels), values * 6)
+
+
+def test_patch_grid_masks_and_class_maps():
+    grid = PatchGrid(4, 2)
+    keep = torch.tensor([[True, False, False, True]])
+    mask = grid.expand_mask(keep)
+    assert mask.shape == (1, 1, 4, 4)
+    assert mask[0, 0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
+    per_class = torch.randn(3, 4, 5)
+    assert grid.upsample(per_class).shape == (3, 5, 4, 4)
+    assert torch.equal(grid.upsample(per_class)[:, 2], grid.upsample(per_class[..., 2]))
+
+
+def test_pool_sums_image_channels():
+    grid = PatchGrid(4, 2)
+    pixels = torch.ones(1, 3, 4, 4)
+    assert grid.pool(pixels).tolist() == [[12.0] * 4]
+
+
+def test_feature_groups():
+    groups = FeatureGroups(5, [[0, 3], [1], [2, 4]])
+    keep = torch.tensor([[True, False, True]])
+    assert groups.expand_mask(keep).tolist() == [[1, 0, 1, 1, 1]]
+    assert groups.upsample(torch.tensor([[1.0, 2.0, 3.0]])).tolist() == [[1, 2, 3, 1, 3]]
+    assert groups.pool(torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])).tolist() == [[5, 2, 8]]
+    assert FeatureGroups(3).num_players == 3
+
+
+def test_bad_players_are_explained():
+    with pytest.raises(ValueError, match=r"patch_size \(3, 3\) does not divide image_size \(8, 8\)"):
+        PatchGrid(8, 3)
+    with pytest.raises(ValueError, match="partition"):
+        FeatureGroups(4, [[0, 1], [1, 2, 3]])
+    with pytest.raises(ValueError, match=r"keep must have shape \(batch, 4\)"):
+        PatchGrid(4, 2).expand_mask(torch.ones(1, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="attributions must have shape"):
+        PatchGrid(4, 2).upsample(torch.ones(1, 3))
