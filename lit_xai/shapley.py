@@ -1,0 +1,457 @@
+"""Shapley values of coalitional games: exact enumeration and convergent KernelSHAP.
+
+A *game* is any callable that maps a keep-mask ``(N, d)`` (bool, ``True`` = player present) to values ``(N, C)``
+for one input, or ``(B, N, C)`` for ``B`` inputs evaluated on the same ``N`` coalitions. Sharing coalitions across
+inputs is how everything here is batched over images: one set of masks, many images.
+
+- :func:`exact_shapley` enumerates all ``2^d`` coalitions (``d <= 20``) and applies the closed-form Shapley
+  weights (Shapley, 1953). It is the ground truth for tests and for Shapley-error metrics.
+- :func:`kernel_shap` is KernelSHAP (Lundberg & Lee, NeurIPS 2017) in the form of Covert & Lee, "Improving
+  KernelSHAP: Practical Shapley Value Estimation via Linear Regression" (AISTATS 2021): coalitions drawn from the
+  Shapley kernel (optionally paired with their complements), the constrained least-squares problem solved in
+  closed form so that the estimate is exactly efficient, and sampling stopped once the estimated standard
+  deviation is small relative to the range of the values.
+- :class:`ModelGame` turns a model, a masker and a batch of inputs into a game; :func:`shapley_values` runs
+  either estimator on it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from lit_xai.links import get_link
+from lit_xai.masking import Masker
+from lit_xai.players import check_keep
+from lit_xai.sampling import ShapleySampler
+
+__all__ = [
+    "Game",
+    "KernelShapResult",
+    "ModelGame",
+    "exact_shapley",
+    "kernel_shap",
+    "shapley_values",
+    "shapley_weights",
+]
+
+Game = Callable[[Tensor], Tensor]
+
+#: Largest number of players :func:`exact_shapley` accepts (2^20 ~ one million coalitions per input).
+MAX_EXACT_PLAYERS = 20
+#: ``A`` counts as singular when its eigenvalues span more than this ratio.
+_RCOND = 1e-10
+
+
+def _check_num_players(num_players: int) -> int:
+    if int(num_players) != num_players or num_players < 1:
+        raise ValueError(f"num_players must be a positive integer, got {num_players!r}")
+    return int(num_players)
+
+
+def _evaluate(game: Game, keep: Tensor, first: Tensor | None = None) -> tuple[Tensor, bool]:
+    """Call ``game`` and return its values as ``(B, N, C)`` plus whether it returned ``(N, C)``.
+
+    ``first`` is the (B, N, C) result of an earlier call: later calls must agree with it on ``B`` and ``C``.
+    """
+    values = game(keep)
+    if not isinstance(values, Tensor):
+        raise ValueError(f"the game must return a torch.Tensor, got {type(values).__name__}")
+    single = values.dim() == 2
+    if single:
+        values = values.unsqueeze(0)
+    if values.dim() != 3 or values.shape[1] != keep.shape[0]:
+        raise ValueError(
+            f"the game must return values of shape (N, C) or (B, N, C) for a keep-mask of N={keep.shape[0]} rows, "
+            f"got {tuple(values.shape)}; a game with one output per coalition should return values.unsqueeze(-1)"
+        )
+    if first is not None and (values.shape[0], values.shape[2]) != (first.shape[0], first.shape[2]):
+        raise ValueError(
+            f"the game returned (B, C) = {(values.shape[0], values.shape[2])} after returning "
+            f"{(first.shape[0], first.shape[2])} on an earlier call; a game must keep its inputs and outputs fixed"
+        )
+    if not torch.isfinite(values).all():
+        raise ValueError(
+            "the game returned NaN or infinite values; check the model (e.g. half precision overflow) and the link"
+        )
+    return values, single
+
+
+def _result_dtype(values: Tensor) -> torch.dtype:
+    return values.dtype if values.is_floating_point() else torch.get_default_dtype()
+
+
+def shapley_weights(num_players: int) -> Tensor:
+    """``w(s) = s! (d - s - 1)! / d!`` for ``s = 0 .. d-1``: the weight of ``v(S ∪ i) - v(S)`` with ``|S| = s``."""
+    d = _check_num_players(num_players)
+    # Python integers keep the factorials exact; one correctly rounded division per weight.
+    return torch.tensor(
+        [math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d) for s in range(d)],
+        dtype=torch.float64,
+    )
+
+
+def _enumerate(start: int, stop: int, num_players: int, device: torch.device | None) -> Tensor:
+    """Coalitions ``start .. stop-1`` in binary: bit ``i`` of the code says whether player ``i`` is kept."""
+    codes = torch.arange(start, stop, device=device)
+    bits = torch.arange(num_players, device=device)
+    return ((codes.unsqueeze(1) >> bits) & 1).bool()
+
+
+def exact_shapley(game: Game, num_players: int, batch_size: int = 4096) -> Tensor:
+    """Exact Shapley values by evaluating the game on every coalition.
+
+    Uses ``φ_i = Σ_{S ∌ i} w(|S|) (v(S ∪ i) - v(S))`` rearranged as one weighted sum over all coalitions ``T``:
+    ``T`` enters ``φ_i`` with weight ``+w(|T| - 1)`` when ``i ∈ T`` (as ``S ∪ i``) and ``-w(|T|)`` when
+    ``i ∉ T`` (as ``S``). Sums are accumulated in float64.
+
+    Coalitions are created on ``game.device`` when the game has that attribute (as :class:`ModelGame` does).
+
+    Args:
+        game: maps a keep-mask ``(N, d)`` to values ``(N, C)`` or ``(B, N, C)``.
+        num_players: number of players ``d`` (at most 20).
+        batch_size: coalitions passed to the game per call.
+
+    Returns:
+        Shapley values ``(d, C)``, or ``(B, d, C)`` for a batched game, in the game's floating dtype.
+    """
+    d = _check_num_players(num_players)
+    if d > MAX_EXACT_PLAYERS:
+        raise ValueError(
+            f"exact Shapley values need all 2^d coalitions: d={d} players means {2**d:,} evaluations per input. "
+            f"Use kernel_shap for more than {MAX_EXACT_PLAYERS} players (or coarser players, e.g. larger patches)"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    device = getattr(game, "device", None)
+    w = shapley_weights(d)
+    zero = torch.zeros(1, dtype=torch.float64)
+    plus = torch.cat([zero, w]).to(device)  # plus[k] = w(k - 1): size-k coalitions containing i
+    minus = torch.cat([w, zero]).to(device)  # minus[k] = w(k): size-k coalitions missing i
+    phi = first = single = None
+    for start in range(0, 2**d, batch_size):
+        keep = _enumerate(start, min(start + batch_size, 2**d), d, device)
+        values, single = _evaluate(game, keep, first)
+        if first is None:
+            first = values
+            phi = torch.zeros(values.shape[0], d, values.shape[2], dtype=torch.float64, device=values.device)
+        size = keep.sum(1)
+        coef = torch.where(keep, plus[size].unsqueeze(1), -minus[size].unsqueeze(1)).to(values.device)
+        phi += torch.einsum("nd,bnc->bdc", coef, values.to(torch.float64))
+    phi = phi.to(_result_dtype(first))
+    return phi[0] if single else phi
+
+
+@dataclass
+class KernelShapResult:
+    """What :func:`kernel_shap` returns.
+
+    Attributes:
+        values: Shapley value estimates ``(d, C)`` or ``(B, d, C)``; exactly efficient
+            (``values.sum(-2) == v(all) - v(∅)``).
+        std: estimated standard deviation of each estimate, same shape; NaN until enough samples were drawn
+            for a variance estimate (``min_variance_groups`` groups).
+        num_evaluations: coalitions evaluated per input, the empty and the full coalition included.
+        converged: whether every input met the stopping rule before the evaluation cap.
+        ratio: ``max_c max_i std / (max_i φ - min_i φ)`` per input, ``()`` or ``(B,)`` (inf before a std exists).
+        trajectory: ``(num_evaluations, values)`` after every batch, when asked for.
+    """
+
+    values: Tensor
+    std: Tensor
+    num_evaluations: int
+    converged: bool
+    ratio: Tensor
+    trajectory: list[tuple[int, Tensor]] = field(default_factory=list)
+
+
+def _constrained_solve(a: Tensor, b: Tensor, delta: Tensor) -> Tensor | None:
+    """Minimise the kernel-weighted squared error subject to ``Σ_i φ_i = delta``.
+
+    With ``A = E[z zᵀ]`` and ``b = E[z (v(z) - v(∅))]`` the Lagrangian gives
+    ``φ = A⁻¹ (b - 1 (1ᵀA⁻¹b - delta) / (1ᵀA⁻¹1))``. ``a`` is ``(d, d)``, ``b`` is ``(B, d, C)``, ``delta``
+    is ``(B, C)``. Returns ``None`` while ``A`` is (numerically) singular, i.e. not every player is identified yet.
+    """
+    eigvals, eigvecs = torch.linalg.eigh(a)
+    if eigvals[0] <= _RCOND * eigvals[-1]:
+        return None
+    bsz, d, c = b.shape
+    ones = torch.ones(d, 1, dtype=a.dtype, device=a.device)
+    rhs = torch.cat([ones, b.permute(1, 0, 2).reshape(d, bsz * c)], 1)
+    solved = eigvecs @ ((eigvecs.T @ rhs) / eigvals.unsqueeze(1))  # A⁻¹ [1 | b], one factorisation
+    inv_one, inv_b = solved[:, :1], solved[:, 1:]
+    multiplier = (inv_b.sum(0) - delta.reshape(-1)) / inv_one.sum()
+    return (inv_b - inv_one * multiplier).reshape(d, bsz, c).permute(1, 0, 2)
+
+
+class _Moments:
+    """Running sums of ``z zᵀ`` and ``z (v(z) - v(∅))``; with pairs each half has weight 1/2, so a pair is one sample."""
+
+    def __init__(self, bsz: int, d: int, c: int, device: torch.device) -> None:
+        self.a = torch.zeros(d, d, dtype=torch.float64, device=device)
+        self.b = torch.zeros(bsz, d, c, dtype=torch.float64, device=device)
+        self.n = 0.0
+
+    def add(self, z: Tensor, gains: Tensor, weight: float) -> None:
+        self.a += weight * z.T @ z
+        self.b += weight * torch.einsum("nd,bnc->bdc", z, gains)
+        self.n += weight * z.shape[0]
+
+    def solve(self, delta: Tensor) -> Tensor | None:
+        return _constrained_solve(self.a / self.n, self.b / self.n, delta)
+
+
+def _std_ratio(phi: Tensor, std: Tensor) -> Tensor:
+    """Covert & Lee's convergence measure per input: ``max_c max_i std / (max_i φ - min_i φ)``."""
+    spread = phi.amax(1) - phi.amin(1)
+    worst = std.amax(1)
+    # A constant output (zero spread) is converged when its std is zero too; std is NaN before it is known.
+    ratio = torch.where(spread > 0, worst / spread, torch.where(worst == 0, 0.0, torch.inf))
+    return torch.nan_to_num(ratio, nan=torch.inf).amax(-1)
+
+
+def kernel_shap(
+    game: Game,
+    num_players: int,
+    *,
+    batch_size: int = 512,
+    paired: bool = True,
+    threshold: float | None = 0.01,
+    max_evaluations: int = 100_000,
+    min_evaluations: int = 0,
+    variance_group_size: int | None = None,
+    min_variance_groups: int = 10,
+    return_trajectory: bool = False,
+    generator: torch.Generator | None = None,
+) -> KernelShapResult:
+    """Shapley values estimated by KernelSHAP with paired sampling and convergence detection (Covert & Lee, 2021).
+
+    Coalitions are drawn from the Shapley kernel with exact cardinality; ``A = E[z zᵀ]`` and
+    ``b = E[z (v(z) - v(∅))]`` are accumulated in float64 (with pairs, the pair's average is one sample) and the
+    equality-constrained least-squares problem is solved in closed form after every batch, so efficiency holds
+    exactly at every step. The standard deviation follows the paper: samples are split into groups of
+    ``variance_group_size`` samples, each group is solved on its own, and the variance of those independent
+    estimates, scaled by group size over total samples, is the variance of the pooled estimate. Sampling stops
+    when ``ratio = max std / (max φ - min φ) < threshold`` for every output of every input, or at the cap.
+    ``v(∅)`` and ``v(all)`` are evaluated once.
+
+    Args:
+        game: maps a keep-mask ``(N, d)`` to values ``(N, C)`` or ``(B, N, C)`` (all inputs share coalitions).
+        num_players: number of players ``d``.
+        batch_size: coalitions evaluated per step (even when ``paired``).
+        paired: sample each coalition together with its complement (variance reduction).
+        threshold: stop when the std ratio falls below it; ``None`` runs to ``max_evaluations``.
+        max_evaluations: cap on coalitions evaluated per input (the empty and full coalition included).
+        min_evaluations: do not stop before this many evaluations.
+        variance_group_size: samples (pairs when ``paired``) per independent group estimate; default ``10 d``
+            (enough for each group's ``A`` to be invertible).
+        min_variance_groups: group estimates needed before a std is reported. Covert & Lee use 5; with 5 the
+            variance estimate is so noisy that loose thresholds stop on an underestimate, 10 keeps the std honest.
+        return_trajectory: record ``(num_evaluations, values)`` after every batch.
+        generator: random generator for reproducible sampling (coalitions are drawn on its device).
+
+    Returns:
+        A :class:`KernelShapResult`; ``values`` has shape ``(d, C)`` or ``(B, d, C)``.
+    """
+    d = _check_num_players(num_players)
+    step = 2 if paired else 1
+    if threshold is not None and not threshold > 0:
+        raise ValueError(
+            f"threshold must be positive (e.g. 0.01), or None to run to max_evaluations; got {threshold}"
+        )
+    if batch_size < 1 or batch_size % step:
+        raise ValueError(
+            f"batch_size must be a positive{' even' if paired else ''} number of coalitions, got {batch_size}"
+        )
+    if max_evaluations < 2 + step or min_evaluations > max_evaluations:
+        raise ValueError(
+            f"need 2 + {step} <= max_evaluations and min_evaluations <= max_evaluations, "
+            f"got min_evaluations={min_evaluations}, max_evaluations={max_evaluations}"
+        )
+    if (variance_group_size is not None and variance_group_size < 1) or min_variance_groups < 2:
+        raise ValueError("variance_group_size must be positive and min_variance_groups at least 2")
+    device = getattr(game, "device", None)
+
+    ends = torch.stack([torch.zeros(d, dtype=torch.bool), torch.ones(d, dtype=torch.bool)])
+    v_ends, single = _evaluate(game, ends.to(device) if device is not None else ends)
+    dtype, out_device = _result_dtype(v_ends), v_ends.device
+    v_null, delta = v_ends[:, 0].double(), v_ends[:, 1].double() - v_ends[:, 0].double()
+    shape = (v_ends.shape[0], d, v_ends.shape[2])
+
+    def result(phi: Tensor, std: Tensor, n_eval: int, converged: bool, ratio: Tensor) -> KernelShapResult:
+        phi, std = phi.to(dtype), std.to(dtype)
+        if single:
+            phi, std, ratio = phi[0], std[0], ratio[0]
+        return KernelShapResult(phi, std, n_eval, converged, ratio, trajectory)
+
+    trajectory: list[tuple[int, Tensor]] = []
+    if d == 1:  # one player takes everything
+        phi = delta.unsqueeze(1)
+        trajectory += [(2, (phi[0] if single else phi).to(dtype))] if return_trajectory else []
+        return result(phi, torch.zeros_like(phi), 2, True, torch.zeros(shape[0], device=out_device))
+
+    sampler = ShapleySampler(d, paired=paired)
+    weight = 1.0 / step  # a pair is one sample: each half counts 1/2
+    group_size = 10 * d if variance_group_size is None else variance_group_size
+    total, group, group_goal = _Moments(*shape, out_device), _Moments(*shape, out_device), group_size
+    estimates, group_sizes = [], []
+    evaluations, converged, phi = 2, False, None
+    while (rows := min(batch_size, max_evaluations - evaluations) // step * step) > 0:
+        keep = sampler.sample(rows, generator=generator)
+        values, _ = _evaluate(game, keep.to(device) if device is not None else keep, v_ends)
+        evaluations += rows
+        z = keep.to(device=out_device, dtype=torch.float64)
+        gains = values.double() - v_null.unsqueeze(1)
+        total.add(z, gains, weight)
+        # Split the batch at group boundaries: more, smaller groups give a steadier variance estimate.
+        start = 0
+        while start < rows:
+            stop = min(rows, start + math.ceil((group_goal - group.n) / weight))
+            group.add(z[start:stop], gains[:, start:stop], weight)
+            start = stop
+            if group.n >= group_goal:
+                estimate = group.solve(delta)
+                if estimate is None:  # the group does not identify every player yet: let it grow
+                    group_goal += group_size
+                    continue
+                estimates.append(estimate)
+                group_sizes.append(group.n)
+                group, group_goal = _Moments(*shape, out_device), group_size
+
+        current = total.solve(delta)
+        if current is None:
+            continue
+        phi = current
+        if len(estimates) >= min_variance_groups:
+            mean_group = sum(group_sizes) / len(group_sizes)
+            std = (torch.stack(estimates).var(dim=0) * mean_group / total.n).sqrt()
+        else:
+            std = torch.full_like(phi, float("nan"))
+        ratio = _std_ratio(phi, std)
+        if return_trajectory:
+            trajectory.append((evaluations, (phi[0] if single else phi).to(dtype)))
+        if threshold is not None and evaluations >= min_evaluations and bool((ratio < threshold).all()):
+            converged = True
+            break
+
+    if phi is None:
+        raise ValueError(
+            f"KernelSHAP could not identify all {d} players' values from {evaluations} evaluations "
+            f"(the sampled coalitions do not determine them yet); raise max_evaluations"
+        )
+    if threshold is not None and not converged:
+        warnings.warn(
+            f"KernelSHAP reached max_evaluations={max_evaluations} before converging (std ratio "
+            f"{float(ratio.max()):.3g} >= threshold {threshold}); raise max_evaluations or the threshold",
+            stacklevel=2,
+        )
+    return result(phi, std, evaluations, converged, ratio)
+
+
+class ModelGame:
+    """The game of a model on a batch of inputs: ``v_b(S) = link(model(x_b with only S kept))``.
+
+    Calling it with a keep-mask ``(N, d)`` evaluates every input on every coalition and returns ``(B, N, C)``,
+    in chunks of ``batch_size`` rows under ``torch.no_grad()``. The model's train/eval mode is left alone: put it
+    in eval mode first, or dropout makes the game random.
+
+    Args:
+        model: the network; called through ``masker``.
+        masker: how missing players are removed (``masker(model, x, keep) -> logits``).
+        x: inputs ``(B, ...)`` matching ``masker.players``.
+        link: ``"softmax"``, ``"log_softmax"``, ``"logits"``, ``"sigmoid"`` or a callable applied to the logits.
+        batch_size: rows (input, coalition pairs) per forward pass.
+        target: optional class index (int) or one per input ``(B,)``: values are then ``(B, N, 1)`` for that class.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        masker: Masker,
+        x: Tensor,
+        link: str | Callable[[Tensor], Tensor] = "softmax",
+        batch_size: int = 512,
+        target: int | Tensor | None = None,
+    ) -> None:
+        masker.players.check_input(x)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.model, self.masker, self.x = model, masker, x
+        self.link = get_link(link)
+        self.batch_size = int(batch_size)
+        if target is not None:
+            target = torch.as_tensor(target, dtype=torch.long, device=x.device)
+            if target.dim() > 1 or target.numel() not in (1, x.shape[0]):
+                raise ValueError(
+                    f"target must be a class index or one per input ({x.shape[0]},), got {tuple(target.shape)}"
+                )
+            target = target.reshape(-1).expand(x.shape[0])
+        self.target = target
+        if model.training:
+            warnings.warn(
+                "ModelGame got a model in training mode: dropout or batch norm make the game random; call model.eval()",
+                stacklevel=2,
+            )
+
+    @property
+    def num_players(self) -> int:
+        return self.masker.num_players
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def __call__(self, keep: Tensor) -> Tensor:
+        keep = check_keep(keep, self.num_players).to(self.x.device)
+        num_inputs, num_coalitions = self.x.shape[0], keep.shape[0]
+        outputs = []
+        with torch.no_grad():
+            # Row r pairs input r // N with coalition r % N, so chunks mix inputs and coalitions freely.
+            for start in range(0, num_inputs * num_coalitions, self.batch_size):
+                rows = torch.arange(
+                    start, min(start + self.batch_size, num_inputs * num_coalitions), device=keep.device
+                )
+                inputs = rows // num_coalitions
+                out = self.link(self.masker(self.model, self.x[inputs], keep[rows % num_coalitions]))
+                if self.target is not None:
+                    out = out.gather(-1, self.target[inputs].unsqueeze(-1))
+                outputs.append(out)
+        return torch.cat(outputs).reshape(num_inputs, num_coalitions, -1)
+
+    def null(self) -> Tensor:
+        """``v(∅)`` per input, ``(B, C)``."""
+        return self(torch.zeros(1, self.num_players, dtype=torch.bool))[:, 0]
+
+    def grand(self) -> Tensor:
+        """``v(all players)`` per input, ``(B, C)``."""
+        return self(torch.ones(1, self.num_players, dtype=torch.bool))[:, 0]
+
+
+def shapley_values(
+    model: nn.Module,
+    masker: Masker,
+    x: Tensor,
+    method: str = "exact",
+    link: str | Callable[[Tensor], Tensor] = "softmax",
+    target: int | Tensor | None = None,
+    model_batch_size: int = 512,
+    **kwargs,
+) -> Tensor:
+    """Shapley values ``(B, d, C)`` of ``model`` on ``x`` (``C = 1`` with a ``target``).
+
+    ``method="exact"`` calls :func:`exact_shapley`, ``method="kernel"`` :func:`kernel_shap` (use it directly for
+    the standard deviations and the trajectory); ``kwargs`` go to the method.
+    """
+    game = ModelGame(model, masker, x, link=link, batch_size=model_batch_size, target=target)
+    if method == "exact":
+        return exact_shapley(game, game.num_players, **kwargs)
+    if method == "kernel":
+        return kernel_shap(game, game.num_players, **kwargs).values
+    raise ValueError(
+        f"unknown method {method!r}; choose 'exact' (up to {MAX_EXACT_PLAYERS} players) or 'kernel'"
+    )
