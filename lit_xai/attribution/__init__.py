@@ -1,0 +1,91 @@
+"""Non-learned attribution baselines, all called as ``explainer.attribute(x, target) -> (B, d)`` per player.
+
+Build one by name with :func:`build_attribution`::
+
+    from lit_xai.attribution import build_attribution
+    from lit_xai.masking import BaselineFill
+
+    explainer = build_attribution("integrated_gradients", model, players, steps=32)
+    values = explainer.attribute(x, target=y)            # (B, d)
+    rise = build_attribution("rise", model, players, masker=BaselineFill(players), num_masks=1000)
+
+Gradient methods (``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``) also give pixel
+maps (``attribute_pixels``); GradCAM and the attention methods give their feature-grid maps (``attribute_grid``);
+perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``) need a masker and give every class at once
+(``attribute_all -> (B, d, C)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from lit_xai.attribution.attention import AttentionRollout, LastLayerAttention
+from lit_xai.attribution.base import Attribution, PixelAttribution
+from lit_xai.attribution.gradcam import GradCAM
+from lit_xai.attribution.gradients import Gradient, GradientXInput, SmoothGrad
+from lit_xai.attribution.integrated_gradients import IntegratedGradients
+from lit_xai.attribution.kernel_shap import KernelSHAP
+from lit_xai.attribution.perturbation import RISE, LeaveOneOut, PerturbationAttribution
+from lit_xai.attribution.random_baseline import RandomAttribution
+from lit_xai.players import Players
+
+__all__ = [
+    "ATTRIBUTIONS",
+    "Attribution",
+    "AttentionRollout",
+    "GradCAM",
+    "Gradient",
+    "GradientXInput",
+    "IntegratedGradients",
+    "KernelSHAP",
+    "LastLayerAttention",
+    "LeaveOneOut",
+    "PerturbationAttribution",
+    "PixelAttribution",
+    "RISE",
+    "RandomAttribution",
+    "SmoothGrad",
+    "build_attribution",
+]
+
+ATTRIBUTIONS: dict[str, type[Attribution]] = {
+    cls.name: cls
+    for cls in (
+        Gradient,
+        GradientXInput,
+        IntegratedGradients,
+        SmoothGrad,
+        GradCAM,
+        AttentionRollout,
+        LastLayerAttention,
+        LeaveOneOut,
+        RISE,
+        KernelSHAP,
+        RandomAttribution,
+    )
+}
+
+
+def build_attribution(
+    name: str, model: nn.Module, players: Players, masker: Callable | None = None, **kwargs
+) -> Attribution:
+    """Build an attribution baseline by name.
+
+    Args:
+        name: one of ``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``, ``gradcam``,
+            ``attention_rollout``, ``last_layer_attention``, ``leave_one_out``, ``rise``, ``kernel_shap``,
+            ``random``.
+        model: the network to explain.
+        players: the players of the input.
+        masker: how players are removed; required by ``leave_one_out``, ``rise`` and ``kernel_shap`` and ignored
+            by the other methods (so one call can build every method in a loop).
+        **kwargs: options of the method's class (e.g. ``steps`` for integrated gradients).
+    """
+    if name not in ATTRIBUTIONS:
+        raise ValueError(f"unknown attribution {name!r}; choose one of {', '.join(ATTRIBUTIONS)}")
+    cls = ATTRIBUTIONS[name]
+    if issubclass(cls, PerturbationAttribution):
+        return cls(model, players, masker=masker, **kwargs)
+    return cls(model, players, **kwargs)
