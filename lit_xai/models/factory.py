@@ -1,0 +1,136 @@
+"""Build any backbone by name: our small models or any timm model, optionally from a local checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from lit_xai.models.small import MLP, SmallCNN
+
+__all__ = ["build_model", "load_state_dict", "read_checkpoint", "backbone_from_checkpoint", "SMALL_MODELS"]
+
+SMALL_MODELS = {"mlp": MLP, "cnn": SmallCNN}
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a Lightning checkpoint or state dict with ``weights_only=True``: a checkpoint never runs code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint not found: {path} (check the path, or train the previous stage first)"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every unpickling failure gets the same explanation
+        raise ValueError(
+            f"could not load {path} safely (weights only): {err.__class__.__name__}: {str(err)[:300]}. "
+            f"lit_xai never unpickles arbitrary objects; re-save the weights as a state dict or safetensors"
+        ) from err
+
+
+def load_state_dict(path: str | Path, prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """Load weights from a ``.safetensors``, a plain state dict, or a Lightning checkpoint — never running code.
+
+    Args:
+        path: the file.
+        prefix: for Lightning checkpoints, the attribute holding the network (e.g. ``"model."``); keys under it
+            are returned with the prefix stripped. ``None`` strips ``"model."`` when every key has it.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = read_checkpoint(path)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict")
+    if prefix is None and state and all(k.startswith("model.") for k in state):
+        prefix = "model."
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    checkpoint_path: str | Path | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Create a backbone.
+
+    Args:
+        name: ``"mlp"`` or ``"cnn"`` (our small models; ``in_features``/``in_chans`` in ``kwargs``), or any timm
+            model name (``timm.list_models()``), e.g. ``"vit_small_patch16_224"``; timm options such as
+            ``img_size``, ``patch_size``, ``in_chans``, ``depth`` go in ``kwargs``.
+        num_classes: number of outputs.
+        pretrained: load timm's pretrained weights (needs the weights cached or a network).
+        checkpoint_path: a local state dict, Lightning checkpoint or safetensors file to load (weights only).
+    """
+    if name in SMALL_MODELS:
+        if pretrained:
+            raise ValueError(f"there are no pretrained weights for {name!r}; use checkpoint_path instead")
+        model = SMALL_MODELS[name](num_classes=num_classes, **kwargs)
+    else:
+        if not timm.is_model(name):
+            close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+            raise ValueError(
+                f"unknown model {name!r}: not 'mlp', 'cnn' or a timm model name (similar: {close})"
+            )
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    if checkpoint_path is not None:
+        load_weights(model, load_state_dict(checkpoint_path), f"{checkpoint_path} does not match {name!r}")
+    return model
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mismatch: str) -> None:
+    """Load ``state`` into ``model`` strictly, turning any mismatch into one clear ``ValueError``."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise ValueError(f"{mismatch}: {lines[-1][:300]}; was it saved from another model or stage?") from err
+    if missing or unexpected or not state:
+        raise ValueError(
+            f"{mismatch}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}; "
+            f"was it saved from another model or stage?"
+        )
+
+
+def backbone_from_checkpoint(path: str | Path, prefix: str = "model.") -> tuple[nn.Module, dict]:
+    """Rebuild the network a lit_xai stage trained, from its Lightning checkpoint.
+
+    Every stage stores ``backbone_spec`` (``backbone``, ``num_classes``, ``backbone_kwargs``) in its
+    hyperparameters, so the checkpoint alone is enough to rebuild the network.
+
+    Returns:
+        ``(model, spec)``, the model with the weights under ``prefix`` loaded.
+    """
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    spec = hparams.get("backbone_spec") or {
+        key: hparams.get(key) for key in ("backbone", "num_classes", "backbone_kwargs")
+    }
+    if not spec.get("backbone") or not spec.get("num_classes"):
+        raise ValueError(
+            f"{path} is not a lit_xai checkpoint (no backbone/num_classes in its hyperparameters); "
+            f"pass a checkpoint written by train.py"
+        )
+    spec = {
+        "backbone": spec["backbone"],
+        "num_classes": int(spec["num_classes"]),
+        "backbone_kwargs": dict(spec.get("backbone_kwargs") or {}),
+    }
+    model = build_model(spec["backbone"], spec["num_classes"], **spec["backbone_kwargs"])
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    load_weights(model, state, f"{path} does not hold {spec['backbone']!r} weights under {prefix!r}")
+    return model, spec
