@@ -1,0 +1,170 @@
+"""Shared split and DataLoader code for every lit_xai DataModule.
+
+Every DataModule in :mod:`lit_xai.data` yields dict batches ``{"input": x, "target": y}`` plus
+``"annotation"`` (per-pixel or per-feature human importance in ``[0, 1]``, shaped like the input without its
+channel axis) when the dataset has one. This module holds the one copy of the code they share:
+
+* :class:`TensorDictDataset` -- an in-memory dataset of aligned tensors that returns such dicts;
+* :func:`stratified_split` -- a seeded, per-class train/val/test split of indices;
+* :class:`SplitDataModule` -- the Lightning boilerplate: idempotent ``setup``, seeded shuffling of the
+  training loader, ``persistent_workers`` when workers are used. Under DDP Lightning swaps in a
+  ``DistributedSampler`` itself, so the loaders here stay plain.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lit_xai.data.resumable import EpochShuffleSampler, ResumableDataLoader
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise a ``ValueError`` unless both fractions are in ``[0, 1)`` and leave some training data.
+
+    Args:
+        val_fraction: Share of the data for validation.
+        test_fraction: Share of the data for testing.
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}.")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be below 1 so that training data remains, got "
+            f"{val_fraction} + {test_fraction}; lower one of them."
+        )
+
+
+def stratified_split(
+    labels: np.ndarray | torch.Tensor, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split sample indices into train/val/test, class by class, reproducibly.
+
+    Each class is shuffled with a generator seeded by ``seed`` and cut by rounding its size times each
+    fraction, so every split keeps the class proportions (up to one sample per class) and the same seed
+    always gives the same split. The three index arrays are sorted, disjoint and cover ``range(len(labels))``.
+
+    Args:
+        labels: Integer class label per sample, shape ``(N,)``.
+        val_fraction: Share of each class that goes to validation.
+        test_fraction: Share of each class that goes to testing.
+        seed: Seed of the shuffle.
+
+    Returns:
+        ``(train_idx, val_idx, test_idx)`` as sorted ``int64`` arrays.
+    """
+    check_fractions(val_fraction, test_fraction)
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_test = int(round(test_fraction * len(idx)))
+        n_val = int(round(val_fraction * len(idx)))
+        n_val = min(n_val, len(idx) - n_test)  # rounding must not over-draw a tiny class
+        test.append(idx[:n_test])
+        val.append(idx[n_test : n_test + n_val])
+        train.append(idx[n_test + n_val :])
+    return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))
+
+
+def split_seed(seed: int, *keys: int) -> int:
+    """Derive an independent 63-bit seed for a sub-stream (e.g. one split) from a base seed."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class TensorDictDataset(Dataset):
+    """In-memory dataset of aligned tensors that returns ``{"input", "target"[, "annotation"]}`` dicts.
+
+    Args:
+        inputs: Float tensor ``(N, ...)``.
+        targets: Integer labels ``(N,)``; stored as ``long``.
+        annotations: Optional float tensor ``(N, ...)`` in ``[0, 1]``.
+    """
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, annotations: torch.Tensor | None = None):
+        if len(inputs) != len(targets) or (annotations is not None and len(annotations) != len(inputs)):
+            raise ValueError("inputs, targets and annotations must have the same length.")
+        self.inputs = inputs.float()
+        self.targets = targets.long()
+        self.annotations = None if annotations is None else annotations.float()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {"input": self.inputs[index], "target": self.targets[index]}
+        if self.annotations is not None:
+            item["annotation"] = self.annotations[index]
+        return item
+
+
+class SplitDataModule(L.LightningDataModule):
+    """Base DataModule: subclasses build the three datasets, this class serves them.
+
+    Subclasses implement :meth:`build_datasets`; ``setup`` calls it once (it is idempotent, so the
+    ``fit`` and ``test`` stages share the same datasets) and stores ``train_dataset``, ``val_dataset``
+    and ``test_dataset`` (and, for modules that split one pool of samples, ``split_indices``: the sorted
+    indices of each split into that pool).
+
+    Args:
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        seed: Seed of the split, of any generated data and of the training shuffle.
+        pin_memory: Pin host memory for faster GPU transfer.
+    """
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0, pin_memory: bool = False):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        # Indices of each split into the full pool, for modules that split one pool (set in build_datasets).
+        self.split_indices: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def build_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
+        """Return ``(train, val, test)`` datasets; deterministic for ``self.seed``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is None:
+            self.train_dataset, self.val_dataset, self.test_dataset = self.build_datasets()
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader.")
+        # Training: an order keyed by (seed, epoch) and a loader whose position is checkpointed, so a run
+        # resumed mid-epoch sees exactly the batches the uninterrupted run would (lit_xai/data/resumable.py).
+        return (ResumableDataLoader if shuffle else DataLoader)(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(dataset, self.seed) if shuffle else None,
+            # A fresh seeded generator makes the worker seeds reproducible.
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, shuffle=False)
