@@ -1,0 +1,177 @@
+"""How good and how fast is the amortized explainer, compared with KernelSHAP? (ViT Shapley, ICLR 2023, Sec. 5)
+
+For each dataset (digits: tiny ViT, 16 players, exact Shapley values as ground truth; shapes: CNN with baseline
+filling, 64 players, KernelSHAP run to convergence as ground truth), on held-out images and their predicted class:
+
+- classifier test accuracy and surrogate accuracy with all players;
+- the explainer's error against the ground truth (squared L2, Pearson, ...);
+- KernelSHAP's error at 32...4096 evaluations and the budget at which it matches the explainer;
+- per-image wall time of the explainer (batched) and of KernelSHAP at that budget, measured in the same run;
+- the cost of one explanation (explainer + the surrogate's v(all)) relative to one classifier forward pass.
+
+    python -m benchmarks.vit_shapley [--datasets digits shapes] [--num-images 100] [--device cpu]
+
+Reuses outputs/<dataset>/{classifier,surrogate,explainer}/checkpoints/best.ckpt (trained by ``make demo`` or
+``train.py``) and trains the missing stages with the configs in configs/<dataset>/. Writes
+benchmarks/results/vit_shapley.json and benchmarks/results/vit_shapley.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import environment, interleaved_times, print_table, write_json
+from lit_xai.algorithms.vit_shapley import ExplainerModule
+from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap, ground_truth_shapley
+from lit_xai.cli import main as cli_main
+from lit_xai.models import backbone_from_checkpoint
+from lit_xai.shapley import ModelGame, kernel_shap
+from lit_xai.viz import curves, save_figure
+
+BUDGETS = [32, 64, 128, 256, 512, 1024, 2048, 4096]
+GOALS = {"digits": {"matching_budget": 256}, "shapes": {"matching_budget": 1024}}
+
+
+def checkpoint(dataset: str, stage: str) -> Path:
+    return Path("outputs") / dataset / stage / "checkpoints" / "best.ckpt"
+
+
+def ensure_trained(dataset: str) -> None:
+    for stage in ("classifier", "surrogate", "explainer"):
+        if not checkpoint(dataset, stage).is_file():
+            print(f"[vit_shapley] training {dataset} {stage}")
+            cli_main(
+                [
+                    "fit",
+                    "--config",
+                    f"configs/{dataset}/{stage}.yaml",
+                    "--trainer.enable_progress_bar",
+                    "false",
+                ]
+            )
+
+
+def test_split(dataset: str):
+    from lit_xai.data import DigitsDataModule, ShapesDataModule
+
+    data = DigitsDataModule(seed=0) if dataset == "digits" else ShapesDataModule(seed=0)
+    data.setup("test")
+    x = torch.stack([data.test_dataset[i]["input"] for i in range(len(data.test_dataset))])
+    y = torch.stack([data.test_dataset[i]["target"] for i in range(len(data.test_dataset))])
+    return x, y
+
+
+def median_seconds(fn, repeats: int = 3) -> float:
+    return statistics.median(interleaved_times({"fn": fn}, repeats)["fn"])
+
+
+def run_dataset(dataset: str, num_images: int, device: str) -> dict:
+    ensure_trained(dataset)
+    x_all, y_all = test_split(dataset)
+    classifier, _ = backbone_from_checkpoint(checkpoint(dataset, "classifier"))
+    classifier = classifier.eval().to(device)
+    explainer = ExplainerModule.load_from_checkpoint(
+        checkpoint(dataset, "explainer"), weights_only=True
+    ).eval()
+    net = explainer.net.to(device)
+    x_all, y_all = x_all.to(device), y_all.to(device)
+    with torch.no_grad():
+        classifier_accuracy = (classifier(x_all).argmax(-1) == y_all).float().mean().item()
+        surrogate_accuracy = (net.grand(x_all).argmax(-1) == y_all).float().mean().item()
+
+    x = x_all[:num_images]
+    with torch.no_grad():
+        target = net.grand(x).argmax(-1)
+    start = time.perf_counter()
+    truth = ground_truth_shapley(net, x, target, generator=torch.Generator().manual_seed(1))
+    truth_seconds = time.perf_counter() - start
+    comparison = compare_with_kernel_shap(net, x, target, truth, BUDGETS)
+
+    # Speed, all measured here and now: the explainer explains the whole batch at once; KernelSHAP runs at the
+    # budget that matches the explainer's error (or the largest budget when none does).
+    budget = comparison.matching_budget or BUDGETS[-1]
+    with torch.no_grad():
+        explainer_s = median_seconds(lambda: net.attribute(x, target)) / num_images
+        forward_s = median_seconds(lambda: classifier(x)) / num_images
+        game = ModelGame(net.surrogate, net.masker, x[:8], link=net.link, target=target[:8], batch_size=512)
+        kernel_s = (
+            median_seconds(
+                lambda: kernel_shap(
+                    game, net.num_players, threshold=None, max_evaluations=budget, batch_size=256
+                ),
+                repeats=1,
+            )
+            / 8
+        )
+    return {
+        "num_players": net.num_players,
+        "num_images": num_images,
+        "ground_truth": "exact" if net.num_players <= 20 else "kernel_shap (converged)",
+        "ground_truth_seconds": truth_seconds,
+        "classifier_test_accuracy": classifier_accuracy,
+        "surrogate_test_accuracy_all_players": surrogate_accuracy,
+        "explainer_error": comparison.explainer,
+        "kernel_shap_error": {str(k): v for k, v in comparison.kernel_shap.items()},
+        "matching_budget": comparison.matching_budget,
+        "goal_matching_budget": GOALS[dataset]["matching_budget"],
+        "seconds_per_image": {
+            "explainer": explainer_s,
+            f"kernel_shap@{budget}": kernel_s,
+            "classifier_forward": forward_s,
+        },
+        "speedup_vs_kernel_shap": kernel_s / explainer_s,
+        "cost_in_forward_passes": explainer_s / forward_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="+", default=["digits", "shapes"], choices=["digits", "shapes"])
+    parser.add_argument("--num-images", type=int, default=100)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    results = {name: run_dataset(name, args.num_images, args.device) for name in args.datasets}
+    write_json("vit_shapley", {"datasets": results, "budgets": BUDGETS, "environment": environment()})
+
+    rows = []
+    for name, r in results.items():
+        rows.append(
+            {
+                "dataset": name,
+                "players": r["num_players"],
+                "clf acc": r["classifier_test_accuracy"],
+                "sur acc": r["surrogate_test_accuracy_all_players"],
+                "pearson": r["explainer_error"]["pearson"],
+                "sq. L2": r["explainer_error"]["squared_error"],
+                "KS match": r["matching_budget"],
+                "speedup": r["speedup_vs_kernel_shap"],
+                "cost (fwd)": r["cost_in_forward_passes"],
+            }
+        )
+    print_table(rows, list(rows[0]))
+    fig = curves(
+        {
+            f"KernelSHAP ({n})": [r["kernel_shap_error"][str(b)]["squared_error"] for b in BUDGETS]
+            for n, r in results.items()
+        },
+        x=BUDGETS,
+        xlabel="evaluations per image",
+        ylabel="squared L2 error vs ground truth",
+        logx=True,
+        hlines={f"explainer ({n})": r["explainer_error"]["squared_error"] for n, r in results.items()},
+        title="ViT Shapley / FastSHAP explainer vs KernelSHAP",
+    )
+    fig.axes[0].set_yscale("log")
+    save_figure(fig, Path(__file__).resolve().parent / "results" / "vit_shapley.png")
+
+
+if __name__ == "__main__":
+    main()

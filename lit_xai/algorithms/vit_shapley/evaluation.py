@@ -1,0 +1,105 @@
+"""How close is an amortized explainer to the Shapley values it estimates, and what would KernelSHAP need?
+
+Used by ``make demo`` and ``benchmarks/vit_shapley.py``: the explainer's error against ground-truth Shapley values
+of its surrogate game (exact enumeration for up to 20 players, converged KernelSHAP beyond), KernelSHAP's error
+as its budget of evaluations grows, and the budget at which KernelSHAP first matches the explainer
+(the comparison of Covert, Kim & Lee, ICLR 2023, Fig. 4).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lit_xai.algorithms.vit_shapley.torch_model import AmortizedShapley
+from lit_xai.metrics.functional import shapley_error
+from lit_xai.shapley import ModelGame, exact_shapley, kernel_shap
+
+__all__ = ["ExplainerComparison", "ground_truth_shapley", "compare_with_kernel_shap"]
+
+
+@dataclass
+class ExplainerComparison:
+    """Errors of the explainer and of KernelSHAP against the same ground truth (means over images)."""
+
+    explainer: dict[str, float]
+    kernel_shap: dict[int, dict[str, float]] = field(default_factory=dict)
+    matching_budget: int | None = None
+    explainer_seconds_per_image: float = float("nan")
+
+
+def _game(net: AmortizedShapley, x: Tensor, target: Tensor, batch_size: int) -> ModelGame:
+    return ModelGame(net.surrogate, net.masker, x, link=net.link, batch_size=batch_size, target=target)
+
+
+def ground_truth_shapley(
+    net: AmortizedShapley,
+    x: Tensor,
+    target: Tensor,
+    batch_size: int = 4096,
+    kernel_evaluations: int = 100_000,
+    threshold: float = 0.005,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Shapley values ``(B, d)`` of the surrogate's game for ``target``: exact for ``d <= 20``, else KernelSHAP run
+    to convergence (``threshold``) or ``kernel_evaluations``."""
+    game = _game(net, x, target, batch_size)
+    if net.num_players <= 20:
+        return exact_shapley(game, net.num_players).squeeze(-1).float()
+    result = kernel_shap(
+        game,
+        net.num_players,
+        threshold=threshold,
+        max_evaluations=kernel_evaluations,
+        batch_size=batch_size,
+        generator=generator,
+    )
+    return result.values.squeeze(-1).float()
+
+
+def _mean_errors(estimate: Tensor, truth: Tensor) -> dict[str, float]:
+    return {name: float(values.float().mean()) for name, values in shapley_error(estimate, truth).items()}
+
+
+def compare_with_kernel_shap(
+    net: AmortizedShapley,
+    x: Tensor,
+    target: Tensor,
+    truth: Tensor,
+    budgets: list[int],
+    batch_size: int = 512,
+    seed: int = 0,
+) -> ExplainerComparison:
+    """Errors of the explainer and of KernelSHAP at each budget (evaluations per image) against ``truth``.
+
+    KernelSHAP is run once per image up to the largest budget with its estimates recorded along the way; the
+    matching budget is the smallest budget whose mean squared error is at most the explainer's.
+    """
+    start = time.perf_counter()
+    estimate = net.attribute(x, target)
+    seconds = (time.perf_counter() - start) / x.shape[0]
+    comparison = ExplainerComparison(_mean_errors(estimate, truth), explainer_seconds_per_image=seconds)
+    game = _game(net, x, target, batch_size)
+    # Steps sized so that the first estimate lands exactly on the smallest budget (v(∅) and v(all) included).
+    step = max(2, (min(budgets) - 2) // 2 * 2)
+    result = kernel_shap(
+        game,
+        net.num_players,
+        threshold=None,
+        max_evaluations=max(budgets),
+        batch_size=step,
+        return_trajectory=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    for budget in budgets:
+        reached = [values for evaluations, values in result.trajectory if evaluations <= budget]
+        if reached:
+            comparison.kernel_shap[budget] = _mean_errors(reached[-1].squeeze(-1).float(), truth)
+    for budget, errors in sorted(comparison.kernel_shap.items()):
+        if errors["squared_error"] <= comparison.explainer["squared_error"]:
+            comparison.matching_budget = budget
+            break
+    return comparison

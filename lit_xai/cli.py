@@ -1,0 +1,108 @@
+"""The command line: a LightningCLI in which the model and the data are chosen by class path in a config.
+
+``python train.py fit --config configs/digits/classifier.yaml`` trains; every option is also a flag
+(``--trainer.max_epochs 3``, ``--model.init_args.lr 1e-4``) and ``--print_config`` shows the resolved config.
+W&B runs offline unless the user sets ``WANDB_MODE`` (``wandb sync`` uploads them later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from collections.abc import Iterator
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+from lit_xai.callbacks.finite_loss import FiniteLossGuard
+from lit_xai.data.resumable import RestoreLoaderPosition
+from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
+
+__all__ = ["LitXaiCLI", "main", "use_offline_wandb", "user_errors_exit"]
+
+#: Errors a user causes (bad setting, missing file, NaN loss): train.py shows them as one line.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+_WRAPPED = "Does not validate against any of the Union subtypes"
+
+
+def use_offline_wandb() -> None:
+    """Run W&B offline unless the user chose otherwise, and never block on a network that is not there."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
+
+
+class LitXaiCLI(LightningCLI):
+    """LightningCLI with any LightningModule / LightningDataModule of the toolkit chosen in the config."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("seed_everything_default", 0)
+        # Every run stops at the first NaN/inf loss or bad batch (lit_xai/callbacks/finite_loss.py) and resumes
+        # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py).
+        defaults = dict(kwargs.get("trainer_defaults") or {})
+        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition()])
+        kwargs["trainer_defaults"] = defaults
+        super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path itself, before the trainer does, and takes the model's class and settings
+        # from it: check it first, so a bad file or a checkpoint of another stage is one clear error.
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in ("last", "best", "hpc", "registry") and "://" not in str(path):
+            checkpoint = safe_torch_load(path, mmap=True)  # raises FileNotFoundError / ValueError
+            saved = (
+                checkpoint.get("hyper_parameters", {}).get("_class_path")
+                if isinstance(checkpoint, dict)
+                else None
+            )
+            wanted = self.config[subcommand].get("model", {}).get("class_path")
+            if saved and wanted and _import(saved) != _import(wanted):
+                raise ValueError(
+                    f"--ckpt_path {path} was written by {saved.rsplit('.', 1)[-1]}, but this config trains "
+                    f"{wanted.rsplit('.', 1)[-1]}: resume from a checkpoint of this stage"
+                )
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs):
+        # Checkpoints are written atomically and read weights-only, unless the config brings its own CheckpointIO.
+        plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
+        kwargs["plugins"] = with_atomic_checkpoint_io(plugins)
+        return super().instantiate_trainer(**kwargs)
+
+
+def _import(class_path: str) -> object:
+    """The object a dotted path names (the path itself if it cannot be imported), so aliases compare equal."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return class_path
+
+
+@contextlib.contextmanager
+def user_errors_exit() -> Iterator[None]:
+    """For scripts: a user error (bad value, missing file, NaN loss) prints one line and exits with status 1.
+
+    Set ``LIT_XAI_TRACEBACK=1`` to get the full traceback instead.
+    """
+    try:
+        yield
+    except USER_ERRORS as err:
+        if os.environ.get("LIT_XAI_TRACEBACK", "") not in ("", "0"):
+            raise
+        # jsonargparse wraps an error raised while building the model or the data module in a long message
+        # listing every candidate class; the user needs the original one.
+        while str(err).startswith(_WRAPPED) and isinstance(err.__cause__ or err.__context__, USER_ERRORS):
+            err = err.__cause__ or err.__context__
+        message = " ".join(str(err).split())
+        raise SystemExit(f"error: {message} (LIT_XAI_TRACEBACK=1 shows the traceback)") from None
+
+
+def main(args: list[str] | None = None) -> LitXaiCLI:
+    use_offline_wandb()
+    return LitXaiCLI(args=args)
