@@ -10,18 +10,23 @@ finding no loader state, replays the epoch from its first batch. Here:
 - :class:`ResumableDataLoader` counts the batches it has handed out and implements ``state_dict`` /
   ``load_state_dict``; Lightning stores that state in every checkpoint and, on ``--ckpt_path``, restores it, so
   the resumed epoch continues with the batch after the last one trained (the skipped samples are not loaded).
+- :class:`RestoreLoaderPosition` hands that state to the loader when Lightning itself does not: Lightning 2.6
+  restores loader states only if the training loader is first built after the checkpoint is read, but
+  ``configure_optimizers`` asking for ``trainer.estimated_stepping_batches`` (as every lit_xai module does for its
+  schedule) builds it before. ``train.py`` adds this callback to every run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Mapping, Sized
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-__all__ = ["EpochShuffleSampler", "ResumableDataLoader"]
+__all__ = ["EpochShuffleSampler", "ResumableDataLoader", "RestoreLoaderPosition"]
 
 
 class EpochShuffleSampler(RandomSampler):
@@ -93,3 +98,44 @@ class ResumableDataLoader(DataLoader):
             sampler.set_epoch(epoch)
         self._resume = (epoch, batches)
         self._batches = batches
+
+
+def _flatten(iterables: Any) -> list[Any]:
+    if isinstance(iterables, Mapping):
+        return [leaf for value in iterables.values() for leaf in _flatten(value)]
+    if isinstance(iterables, list | tuple):
+        return [leaf for value in iterables for leaf in _flatten(value)]
+    return [iterables]
+
+
+class RestoreLoaderPosition(L.Callback):
+    """Give the training loaders their position from the checkpoint a run resumes from (``--ckpt_path``).
+
+    Uses only public hooks: the loader states Lightning wrote into the checkpoint are read in ``on_load_checkpoint``
+    and handed to the stateful training loaders in ``on_train_start``, before the first batch is drawn. Loading the
+    same state twice (when Lightning did restore it) changes nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._states: list[dict] | None = None
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._states = fit_loop.get("state_dict", {}).get("combined_loader")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        states, self._states = self._states, None
+        if not states:
+            return
+        loaders = [
+            loader
+            for loader in _flatten(trainer.train_dataloader)
+            if callable(getattr(loader, "state_dict", None))
+            and callable(getattr(loader, "load_state_dict", None))
+        ]
+        if len(loaders) == len(
+            states
+        ):  # else the data changed since the checkpoint: Lightning warns about it
+            for loader, state in zip(loaders, states):
+                loader.load_state_dict(state)

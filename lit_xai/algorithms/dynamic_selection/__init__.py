@@ -1,0 +1,31 @@
+"""Amortized dynamic feature selection (Covert, Qiu, Lu, Kim, White & Lee, ICML 2023).
+
+A policy network picks features one at a time and a predictor predicts from any subset; see
+:mod:`~lit_xai.algorithms.dynamic_selection.torch_model` for the networks and the relaxed objective,
+:mod:`~lit_xai.algorithms.dynamic_selection.lightning_model` for the two training stages and
+:mod:`~lit_xai.algorithms.dynamic_selection.baselines` for static and random orders with the same predictor.
+"""
+
+from lit_xai.algorithms.dynamic_selection.lightning_model import (
+    DynamicSelectionModule,
+    MaskedPredictorModule,
+    load_predictor_state,
+)
+from lit_xai.algorithms.dynamic_selection.torch_model import (
+    DynamicSelector,
+    Selection,
+    build_network,
+    build_players,
+    concrete_sample,
+)
+
+__all__ = [
+    "DynamicSelectionModule",
+    "DynamicSelector",
+    "MaskedPredictorModule",
+    "Selection",
+    "build_network",
+    "build_players",
+    "concrete_sample",
+    "load_predictor_state",
+]

@@ -1,0 +1,405 @@
+"""IBA and InputIBA explainers: ``attribute(x, target) -> (B, H, W)`` pixel maps, batched over images.
+
+* :class:`IBA` -- Schulz, Sixt, Tombari & Landgraf, *Restricting the Flow: Information Bottlenecks for
+  Attribution*, ICLR 2020: a per-sample bottleneck at a hidden layer; the map is the information (bits) that
+  flows through each location, upsampled to the input.
+* :class:`InputIBA` -- Zhang, Khakzar, Li, Farshad, Kim & Navab, *Fine-Grained Neural Network Explanation by
+  Identifying Input Features with Predictive Information*, NeurIPS 2021: (1) the feature bottleneck above,
+  (2) a per-image Wasserstein GAN that learns an input mask whose features match the feature bottleneck's
+  distribution (:mod:`.lightning_model`), (3) a bottleneck on the input whose KL is taken against that learned
+  prior; its ``lambda``, averaged over channels, is the map.
+
+All stages process a batch of images together, each image with its own parameters and its own random stream
+(seeded by ``seed`` and the image's position in the call), so ``batch_size=1`` reproduces the batched maps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_xai.algorithms.input_iba.bottleneck import PerImageBottleneck, image_generators, optimise_bottleneck
+from lit_xai.algorithms.input_iba.lightning_model import GANConfig, GenerativePriorModule
+from lit_xai.algorithms.input_iba.statistics import (
+    LayerStatistics,
+    estimate_layer_statistics,
+    layer_output,
+    resolve_layer,
+)
+from lit_xai.algorithms.input_iba.torch_model import feature_grid
+
+__all__ = ["BottleneckConfig", "GANConfig", "IBA", "InputIBA"]
+
+_FEATURE_STAGE, _GAN_STAGE, _INPUT_STAGE = 0, 1, 2
+
+
+@dataclass
+class BottleneckConfig:
+    """Hyperparameters of one bottleneck (IBA's defaults; InputIBA uses ``beta=20`` and 60 input steps).
+
+    Attributes:
+        beta: weight of the information term (mean KL over an image's elements, in nats).
+        steps: Adam steps per image.
+        lr: Adam learning rate.
+        copies: noisy copies of each image per step.
+        init_alpha: initial ``alpha``; ``sigmoid(5)`` lets about 99.3% of the signal through at first.
+        sigma: Gaussian smoothing of ``lambda`` (0 for none).
+        min_std: lower bound of the noise standard deviation (avoids dividing by ~0 for dead elements).
+        active_threshold: elements non-zero in at most this fraction of the data are treated as dead.
+    """
+
+    beta: float = 10.0
+    steps: int = 10
+    lr: float = 1.0
+    copies: int = 10
+    init_alpha: float = 5.0
+    sigma: float = 1.0
+    min_std: float = 0.01
+    active_threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.beta < 0 or self.lr <= 0 or self.sigma < 0 or self.min_std <= 0:
+            raise ValueError(f"need beta >= 0, lr > 0, sigma >= 0 and min_std > 0, got {self}")
+        if self.steps < 0 or self.copies < 1:
+            raise ValueError(f"need steps >= 0 and copies >= 1, got {self}")
+
+
+def _config(cls, value, **defaults):
+    if isinstance(value, cls):
+        return value
+    return cls(**{**defaults, **(value or {})})
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no weight gradients while explaining; the caller's modes and flags come back after."""
+    modes = {m: m.training for m in model.modules()}
+    flags = {p: p.requires_grad for p in model.parameters()}
+    model.eval().requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+class IBA:
+    """Per-sample information bottleneck at a hidden layer (Schulz et al., ICLR 2020).
+
+    Args:
+        model: the classifier.
+        layer: name of the layer in ``model.named_modules()`` (e.g. ``"features"``, ``"layer3"``, ``"blocks.6"``).
+        statistics: precomputed :class:`LayerStatistics`; otherwise call :meth:`estimate` first.
+        batch_size: images optimised together (memory grows with ``batch_size * copies``).
+        seed: seed of the per-image noise.
+        progress: show progress bars.
+        num_prefix_tokens: for ViT layers, class/register tokens to drop from the map (``None``: inferred).
+        **config: :class:`BottleneckConfig` fields (``beta``, ``steps``, ``lr``, ``copies``, ...).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        statistics: LayerStatistics | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+        progress: bool = False,
+        num_prefix_tokens: int | None = None,
+        **config,
+    ) -> None:
+        self.model = model
+        self.layer = layer
+        self.module = resolve_layer(model, layer)
+        self.config = BottleneckConfig(**config)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.seed, self.progress = batch_size, seed, progress
+        self.num_prefix_tokens = num_prefix_tokens
+        self.statistics = statistics
+        if statistics is not None and statistics.layer != layer:
+            raise ValueError(f"the statistics were estimated for layer {statistics.layer!r}, not {layer!r}")
+        self._expand_at_layer = True
+
+    # ---------------------------------------------------------------- statistics and checkpoints
+    def estimate(self, data: Iterable, num_samples: int = 10_000, min_samples: int = 1000) -> LayerStatistics:
+        """Estimate the layer's statistics on training data (see :func:`estimate_layer_statistics`)."""
+        with _frozen(self.model):
+            self.statistics = estimate_layer_statistics(
+                self.model, self.layer, data, num_samples, min_samples, progress=self.progress
+            )
+        return self.statistics
+
+    def save(self, path: str | Path) -> None:
+        """Write the layer, config and statistics (atomically; readable with ``weights_only=True``)."""
+        state = {"layer": self.layer, "config": asdict(self.config), "statistics": self._stats().to_dict()}
+        _atomic_save(state, Path(path))
+
+    def load(self, path: str | Path) -> IBA:
+        """Load statistics (and config) written by :meth:`save` for this model and layer."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("layer") != self.layer:
+            raise ValueError(f"{path} holds statistics of layer {state.get('layer')!r}, not {self.layer!r}")
+        self.config = BottleneckConfig(**state["config"])
+        self.statistics = LayerStatistics.from_dict(state["statistics"])
+        return self
+
+    def _stats(self) -> LayerStatistics:
+        if self.statistics is None:
+            raise ValueError("no layer statistics: call .estimate(train_loader) first or pass statistics=...")
+        return self.statistics
+
+    # ---------------------------------------------------------------- the bottleneck
+    def _bottleneck(self, shape: tuple[int, ...], config: BottleneckConfig, device) -> PerImageBottleneck:
+        stats = self._stats().to(device)
+        return PerImageBottleneck(
+            shape,
+            mean=stats.mean,
+            std=stats.std.clamp_min(config.min_std),
+            init_alpha=config.init_alpha,
+            sigma=config.sigma,
+            active=(stats.active > config.active_threshold).float(),
+            nonnegative=stats.nonnegative,
+        )
+
+    def fit(self, x: Tensor, target: Tensor, indices: Iterable[int], config: BottleneckConfig | None = None):
+        """Fit the feature bottleneck of a batch; returns ``(bottleneck, clean features (B, ...), history)``."""
+        config = config or self.config
+        indices = list(indices)
+        b, k = len(x), config.copies
+        with torch.no_grad(), layer_output(self.module, stop=True) as captured:
+            self.model(x)
+        features = captured["output"].detach()
+        bottleneck = self._bottleneck(features.shape, config, x.device)
+        generators = image_generators(self.seed, indices, _FEATURE_STAGE, x.device)
+        holder: dict[str, Tensor] = {}
+
+        def hook(module, args, output):
+            z, holder["kl"] = bottleneck(output, holder["eps"])
+            return z
+
+        def logits_fn(eps: Tensor) -> tuple[Tensor, Tensor]:
+            holder["eps"] = eps
+            handle = self.module.register_forward_hook(hook)
+            try:
+                if self._expand_at_layer:
+                    # Fast path: run the layers before the bottleneck once per image, not once per copy.
+                    try:
+                        logits = self.model(x)
+                        if logits.shape[0] == b * k:
+                            return logits, holder["kl"]
+                    except RuntimeError:
+                        pass
+                    self._expand_at_layer = False  # e.g. a skip connection around the layer: copy the inputs
+                return self.model(x.repeat_interleave(k, 0)), holder["kl"]
+            finally:
+                handle.remove()
+
+        history = optimise_bottleneck(
+            bottleneck, logits_fn, target, generators, features.shape[1:], config.beta, config.steps,
+            config.lr, k, self.progress, desc=f"IBA at {self.layer}",
+        )  # fmt: skip
+        return bottleneck, features, history
+
+    def feature_map(self, bottleneck: PerImageBottleneck, features: Tensor) -> Tensor:
+        """Information per location of the layer, in bits: ``(B, h, w)``."""
+        with torch.no_grad():
+            kl = bottleneck.kl(features)
+        if kl.dim() == 3:  # ViT tokens (B, N, D): one location per patch token
+            return feature_grid(kl, self.num_prefix_tokens).sum(1) / math.log(2)
+        if kl.dim() != 4:
+            raise ValueError(f"cannot make a spatial map from features of shape {tuple(kl.shape)}")
+        return kl.sum(1) / math.log(2)
+
+    def attribute(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
+        """Bits per input pixel ``(B, H, W)`` (each location's bits spread over the pixels it covers).
+
+        Args:
+            x: images ``(B, C, H, W)`` shaped like the estimation data.
+            target: classes ``(B,)`` or one int; ``None`` explains the predicted class.
+        """
+        maps = []
+        for xb, tb, indices in self._chunks(x, target):
+            bottleneck, features, _ = self.fit(xb, tb, indices)
+            maps.append(upsample_bits(self.feature_map(bottleneck, features), x.shape[-2:]))
+        return torch.cat(maps)
+
+    def _chunks(self, x: Tensor, target) -> Iterator[tuple[Tensor, Tensor, range]]:
+        stats = self._stats()
+        stats.check_input(x)
+        if not torch.isfinite(x).all():
+            raise ValueError("the input contains NaN or infinite values")
+        with _frozen(self.model):
+            if target is None:
+                with torch.no_grad():
+                    target = self.model(x).argmax(-1)
+            target = torch.as_tensor(target, device=x.device).long().expand(len(x))
+            for start in range(0, len(x), self.batch_size):
+                stop = min(start + self.batch_size, len(x))
+                with torch.enable_grad():
+                    yield x[start:stop], target[start:stop], range(start, stop)
+
+
+def upsample_bits(bits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of ``(B, h, w)`` bits to ``(B, H, W)``, scaled so the total stays the same."""
+    h, w = bits.shape[-2:]
+    up = F.interpolate(bits.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
+    return up.squeeze(1) * (h * w) / (size[0] * size[1])
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's per-fit banners (one GAN fit runs per chunk of images)."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class InputIBA(IBA):
+    """Input bottleneck with a learned generative prior (Zhang et al., NeurIPS 2021).
+
+    Args:
+        model: the classifier (image input ``(B, C, H, W)``).
+        layer: the feature bottleneck's layer (VGG16 ``"features.17"`` in the paper; ``"features"`` for our
+            SmallCNN; a middle ``layerN`` for timm ResNets).
+        statistics: precomputed :class:`LayerStatistics` (else call :meth:`estimate`).
+        feature: :class:`BottleneckConfig` (or a dict of its fields) of the feature stage; paper: ``beta=20``.
+        gan: :class:`GANConfig` (or a dict) of the generative prior.
+        input: :class:`BottleneckConfig` (or a dict) of the input stage; paper: ``beta=20``, 60 steps.
+        batch_size: images processed together in every stage.
+        seed: seed of all per-image randomness.
+        progress: show progress bars (the GAN stage uses Lightning's).
+        num_prefix_tokens: for ViT layers (see :class:`IBA`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        statistics: LayerStatistics | None = None,
+        feature: BottleneckConfig | dict | None = None,
+        gan: GANConfig | dict | None = None,
+        input: BottleneckConfig | dict | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+        progress: bool = False,
+        num_prefix_tokens: int | None = None,
+    ) -> None:
+        feature = _config(BottleneckConfig, feature, beta=20.0)
+        super().__init__(
+            model, layer, statistics, batch_size, seed, progress, num_prefix_tokens, **asdict(feature)
+        )
+        self.gan_config = _config(GANConfig, gan)
+        self.input_config = _config(BottleneckConfig, input, beta=20.0, steps=60)
+        self.last: dict[str, Tensor] = {}
+
+    def explain(self, x: Tensor, target: Tensor | int | None = None) -> dict[str, Tensor]:
+        """All stages' maps: ``feature`` (IBA bits, upsampled), ``prior`` (GAN mask) and ``input`` (the result),
+        each ``(B, H, W)``; plus the GAN's per-step ``history`` of the last chunk."""
+        out: dict[str, list] = {"feature": [], "prior": [], "input": []}
+        if x.dim() != 4:
+            raise ValueError(f"InputIBA explains images (B, C, H, W), got shape {tuple(x.shape)}")
+        for xb, tb, indices in self._chunks(x, target):
+            feature_bn, features, _ = self.fit(xb, tb, indices)
+            bits = upsample_bits(self.feature_map(feature_bn, features), x.shape[-2:])
+            prior, history = self.fit_prior(xb, features, feature_bn, bits, indices)
+            lam = self.fit_input(xb, tb, prior, indices)
+            out["feature"].append(bits)
+            out["prior"].append(prior.mean(1))
+            out["input"].append(lam.mean(1))
+        result = {key: torch.cat(value) for key, value in out.items()}
+        result["history"] = history
+        return result
+
+    def attribute(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
+        """The input bottleneck's ``lambda`` averaged over channels, ``(B, H, W)`` in ``[0, 1]``."""
+        return self.explain(x, target)["input"]
+
+    def fit_prior(
+        self,
+        x: Tensor,
+        features: Tensor,
+        feature_bn: PerImageBottleneck,
+        bits: Tensor,
+        indices: Iterable[int],
+    ) -> tuple[Tensor, list[dict[str, float]]]:
+        """Train the per-image generative priors; returns ``(mask (B, C, H, W) in [0, 1], GAN history)``."""
+        stats = self._stats().to(x.device)
+        generators = image_generators(self.seed, indices, _GAN_STAGE, x.device)
+        # The authors start the mask logits at the feature map in bits per input pixel, as IBA reports it.
+        module = GenerativePriorModule(
+            self.model, self.module, x, features, feature_bn, torch.sigmoid(bits), stats.input_mean,
+            stats.input_std, generators, self.gan_config, self.num_prefix_tokens,
+        )  # fmt: skip
+        with _quiet_lightning():
+            trainer = L.Trainer(
+                accelerator="gpu" if x.device.type == "cuda" else "cpu",
+                devices=[x.device.index or 0] if x.device.type == "cuda" else 1,
+                max_epochs=self.gan_config.epochs,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=self.progress,
+                num_sanity_val_steps=0,
+            )
+        with warnings.catch_warnings(), _quiet_lightning():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+            trainer.fit(module)
+        return module.prior(), module.history
+
+    def fit_input(self, x: Tensor, target: Tensor, prior: Tensor, indices: Iterable[int]) -> Tensor:
+        """Fit the input bottleneck against the prior; returns its ``lambda`` ``(B, C, H, W)``."""
+        cfg = self.input_config
+        stats = self._stats().to(x.device)
+        view = (-1,) + (1,) * (x.dim() - 2)  # per channel, broadcast over pixels
+        bottleneck = PerImageBottleneck(
+            x.shape,
+            mean=stats.input_mean.view(view),
+            std=stats.input_std.clamp_min(cfg.min_std).view(view),
+            init_alpha=cfg.init_alpha,
+            sigma=cfg.sigma,
+            prior=prior,
+        )
+        generators = image_generators(self.seed, indices, _INPUT_STAGE, x.device)
+
+        def logits_fn(eps: Tensor) -> tuple[Tensor, Tensor]:
+            z, kl = bottleneck(x, eps)
+            return self.model(z), kl
+
+        optimise_bottleneck(
+            bottleneck, logits_fn, target, generators, x.shape[1:], cfg.beta, cfg.steps, cfg.lr, cfg.copies,
+            self.progress, desc="input bottleneck",
+        )  # fmt: skip
+        # The authors report sigmoid(alpha) (before smoothing) as the map.
+        return torch.sigmoid(bottleneck.alpha).detach()

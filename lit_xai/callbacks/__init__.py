@@ -1,0 +1,23 @@
+"""Lightning callbacks that watch explanations while a model trains.
+
+- :class:`AttributionLogger`: heatmaps (or tabular bar charts) of fixed validation inputs, logged to W&B,
+  TensorBoard or PNG files after every n-th validation epoch.
+- :class:`ExplanationQuality`: insertion/deletion AUC, error against ground-truth Shapley values, localisation
+  and more as validation metrics (``val/deletion_auc``, ...), DDP-correct, so ``ModelCheckpoint`` can select
+  checkpoints by explanation quality.
+
+In a LightningCLI config::
+
+    trainer:
+      callbacks:
+        - class_path: lit_xai.callbacks.AttributionLogger
+          init_args: {method: gradient, num_samples: 8}
+        - class_path: lit_xai.callbacks.ExplanationQuality
+          init_args: {metrics: [insertion_deletion], method: gradient, num_samples: 64}
+"""
+
+from lit_xai.callbacks.attribution_logger import AttributionLogger
+from lit_xai.callbacks.explanation_quality import METRICS, ExplanationQuality
+from lit_xai.callbacks.finite_loss import FiniteLossGuard, NonFiniteError
+
+__all__ = ["AttributionLogger", "ExplanationQuality", "METRICS", "FiniteLossGuard", "NonFiniteError"]

@@ -1,0 +1,155 @@
+"""A run killed hard (SIGKILL) mid-epoch and resumed with ``--ckpt_path last`` ends exactly where an uninterrupted
+run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate and explainer."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_VIT = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1, num_heads=2)
+KILL_AT_STEP = 9  # epoch 1 (6 batches per epoch), with last.ckpt from step 8: two batches into the epoch
+
+EXTRA_CONFIG = """
+trainer:
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {save_dir: logs, name: "", version: run}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {dirpath: ckpts, every_n_train_steps: 2, save_last: true, save_top_k: 0}
+"""
+
+
+class KillAtStep(L.Callback):
+    """Test helper: SIGKILL this very process when a given global step is about to run (no clean-up runs)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_module(module: L.LightningModule, path: Path) -> str:
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return str(path)
+
+
+def start(cwd: Path, stage: str, *extra: str, kill: bool = False) -> subprocess.Popen:
+    cwd.mkdir(parents=True, exist_ok=True)
+    (cwd / "extra.yaml").write_text(EXTRA_CONFIG)
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / f"configs/digits/{stage}.yaml"),
+        "--config",
+        "extra.yaml",
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=6",
+        "--trainer.limit_val_batches=2",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.deterministic=true",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--model.init_args.warmup_steps=2",
+        "--data.init_args.batch_size=32",
+        *extra,
+    ]
+    if kill:
+        args += [
+            "--trainer.callbacks+=test_reliability_resume.KillAtStep",
+            f"--trainer.callbacks.step={KILL_AT_STEP}",
+        ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent), LIT_XAI_TRACEBACK="1")
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def train(cwd: Path, stage: str, *extra: str, kill: bool = False) -> subprocess.CompletedProcess:
+    return finish(start(cwd, stage, *extra, kill=kill))
+
+
+def stage_args(stage: str, tmp: Path) -> list[str]:
+    from lit_xai.algorithms.classifier import ClassifierModule
+    from lit_xai.algorithms.vit_shapley import SurrogateModule
+
+    torch.manual_seed(0)
+    classifier = ClassifierModule("vit_tiny_patch16_224", 10, TINY_VIT)
+    if stage == "classifier":
+        return [
+            f"--model.init_args.backbone_kwargs.{k}={v}"
+            for k, v in TINY_VIT.items()
+            if k in ("embed_dim", "depth", "num_heads")
+        ]
+    classifier_path = save_module(classifier, tmp / "classifier.ckpt")
+    if stage == "surrogate":
+        return [f"--model.init_args.classifier_checkpoint={classifier_path}"]
+    surrogate_path = save_module(SurrogateModule(classifier_path), tmp / "surrogate.ckpt")
+    return [f"--model.init_args.surrogate_checkpoint={surrogate_path}", "--model.init_args.num_masks=4"]
+
+
+def metrics_by_step(path: Path) -> dict[tuple[int, str], float]:
+    rows = {}
+    with open(path) as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if value and key not in ("epoch", "step"):
+                    rows[(int(row["step"]), key)] = float(value)
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["classifier", "surrogate", "explainer"])
+def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, stage):
+    extra = stage_args(stage, tmp_path)
+    uninterrupted = start(tmp_path / "straight", stage, *extra)  # runs alongside the killed run
+    killed = train(tmp_path / "killed", stage, *extra, kill=True)
+    straight = finish(uninterrupted)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    mid = torch.load(tmp_path / "killed/ckpts/last.ckpt", weights_only=True)
+    assert mid["global_step"] == KILL_AT_STEP - 1 and mid["epoch"] == 1  # mid-epoch, not at an epoch end
+    # The loader's position is in the checkpoint: epoch 1, two batches handed out.
+    assert mid["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
+    if stage == "explainer":
+        assert mid["state_dict"]["net.null"].shape == (10,)  # the cached v(∅) travels with the checkpoint
+
+    resumed = train(
+        tmp_path / "killed", stage, *extra, "--ckpt_path=last", "--trainer.logger.init_args.version=resumed"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "not resumable" not in resumed.stderr  # Lightning's warning when a loader restarts its epoch
+
+    final_a = torch.load(tmp_path / "straight/ckpts/last.ckpt", weights_only=True)
+    final_b = torch.load(tmp_path / "killed/ckpts/last.ckpt", weights_only=True)
+    assert final_a["global_step"] == final_b["global_step"] == 12
+    assert final_a["state_dict"].keys() == final_b["state_dict"].keys()
+    for name, value in final_a["state_dict"].items():
+        assert torch.equal(value, final_b["state_dict"][name]), f"{stage}: {name} differs after resume"
+    for state_a, state_b in zip(
+        final_a["optimizer_states"][0]["state"].values(), final_b["optimizer_states"][0]["state"].values()
+    ):
+        assert torch.equal(state_a["exp_avg_sq"], state_b["exp_avg_sq"])
+
+    metrics_a = metrics_by_step(tmp_path / "straight/logs/run/metrics.csv")
+    metrics_b = metrics_by_step(tmp_path / "killed/logs/resumed/metrics.csv")
+    after_kill = {key: value for key, value in metrics_a.items() if key[0] >= KILL_AT_STEP - 1}
+    assert any(name.startswith("val/") for _, name in after_kill), "no validation metric after the kill"
+    assert after_kill == {key: metrics_b[key] for key in after_kill if key in metrics_b}
+    assert set(after_kill) <= set(metrics_b), sorted(set(after_kill) - set(metrics_b))
