@@ -138,6 +138,19 @@ def run_one(name: str, seed: int, quick: bool = False) -> dict[str, Any]:
     return result
 
 
+def report(job: tuple[str, int], output: dict[str, Any]) -> dict[str, Any]:
+    """Print one finished job's headline numbers (so a long run shows progress) and pass it on."""
+    name, seed = job
+    dynamic, static = output["dynamic"]["accuracy"], output["static"]["accuracy"]
+    k = min(5, len(dynamic) - 1)
+    print(
+        f"[dfs] {name} seed {seed}: accuracy with {k} features dynamic {dynamic[k]:.3f} static {static[k]:.3f} "
+        f"({output['seconds']['total']:.0f} s)",
+        flush=True,
+    )
+    return output
+
+
 def mean_std(runs: list[dict[str, Any]], method: str, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
     values = torch.tensor([run[method][metric] for run in runs], dtype=torch.float64)
     return values.mean(0), values.std(0, unbiased=False) if len(runs) > 1 else torch.zeros(values.shape[1])
@@ -235,9 +248,10 @@ def main() -> None:
     jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            outputs = list(pool.map(run_one, *zip(*jobs), [args.quick] * len(jobs)))
+            futures = [pool.submit(run_one, name, seed, args.quick) for name, seed in jobs]
+            outputs = [report(job, future.result()) for job, future in zip(jobs, futures)]
     else:
-        outputs = [run_one(name, seed, args.quick) for name, seed in jobs]
+        outputs = [report((name, seed), run_one(name, seed, args.quick)) for name, seed in jobs]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.datasets}
     for (name, _), output in zip(jobs, outputs):
         runs[name].append(output)

@@ -424,7 +424,11 @@ def test_unknown_names_fail_at_construction():
         (AttributionLogger(method="self"), TinyImages(), "has no attribute.*choose a baseline"),
         (ExplanationQuality(["localization"], num_samples=4), TinyImages(), "no 'annotation'"),
         (AttributionLogger(method="attention_rollout"), TinyImages(), "needs a timm VisionTransformer"),
-        (AttributionLogger(network="model.stem"), TinyImages(), "'gradient' failed on validation inputs"),
+        (
+            AttributionLogger(network="model.stem"),
+            TinyImages(),
+            "returns outputs of shape .* not class logits",
+        ),
     ],
 )
 def test_bad_configuration_fails_at_setup_before_training(tmp_path, callback, data, match):

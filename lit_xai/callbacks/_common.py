@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, default_collate
 
 from lit_xai.attribution import ATTRIBUTIONS, GradCAM, build_attribution
+from lit_xai.attribution._spatial import is_vit
 from lit_xai.attribution.base import preserved_model_state, select_target
 from lit_xai.attribution.gradients import GradientAttribution
 from lit_xai.masking import BaselineFill, Masker, build_masker
@@ -205,10 +206,6 @@ def _resolve_network(pl_module: L.LightningModule, network: str | None) -> nn.Mo
     )
 
 
-def _is_vit(model: nn.Module) -> bool:
-    return hasattr(model, "patch_embed") and hasattr(model, "blocks") and hasattr(model, "num_prefix_tokens")
-
-
 def _default_patch_side(side: int) -> int:
     """The smallest patch side that divides ``side`` into at most 8 cells (1 for images of up to 8 pixels)."""
     return next(p for p in range(1, side + 1) if side % p == 0 and side // p <= 8)
@@ -218,9 +215,8 @@ def _owners(pl_module: L.LightningModule, network: str | None) -> list:
     """Where a network's players and masker may live: the module, its ``net``, and the named network's parent."""
     owners = [pl_module, getattr(pl_module, "net", None)]
     if network is not None and "." in network:
-        owners.append(
-            pl_module.get_submodule(network.rsplit(".", 1)[0])
-        )  # e.g. "selector" for "selector.predictor"
+        parent = network.rsplit(".", 1)[0]  # e.g. "selector" for "selector.predictor"
+        owners.append(pl_module.get_submodule(parent))
     return [owner for owner in owners if owner is not None]
 
 
@@ -243,7 +239,7 @@ def _resolve_players(
             players = FeatureGroups(x.shape[1])
         elif x.dim() == 4:
             if patch_size is None:
-                if _is_vit(network):
+                if is_vit(network):
                     patch_size = tuple(network.patch_embed.patch_size)
                 else:
                     patch_size = tuple(_default_patch_side(side) for side in x.shape[-2:])
@@ -353,13 +349,24 @@ def dry_run(
     target: str,
     owner: str,
 ) -> None:
-    """Explain two inputs at setup, so a method that cannot run on this model fails before training starts."""
+    """Explain two inputs at setup, so a method or network that cannot work fails before training starts."""
     x = batch["input"][:2]
     labels = batch["target"][:2] if "target" in batch else None
     for setup in setups:
         try:
             with explaining(pl_module):
-                explain(setup, x.to(pl_module.device), labels, target)
+                probabilities = predict(setup, x.to(pl_module.device))
+                if probabilities.dim() != 2:
+                    raise ValueError(
+                        f"the network returns outputs of shape {tuple(probabilities.shape)}, not class logits "
+                        f"(B, C); name the classifier with network='<submodule>'"
+                    )
+                if "target" in batch and int(batch["target"].max()) >= probabilities.shape[1]:
+                    raise ValueError(
+                        f"the labels go up to {int(batch['target'].max())} but the network has "
+                        f"{probabilities.shape[1]} outputs"
+                    )
+                explain(setup, x.to(pl_module.device), labels, target, probabilities)
         except Exception as err:  # any failure here is a configuration problem: name the method and the model
             raise ValueError(
                 f"{owner}: method {setup.method!r} failed on validation inputs of shape {tuple(x.shape)} with "

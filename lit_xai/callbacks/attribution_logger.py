@@ -154,6 +154,11 @@ class AttributionLogger(Callback):
             )
             for name in self.methods
         ]
+        resolved = [setup.method for setup in self.setups]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(
+                f"methods {self.methods} name the same explainer twice ({resolved}); list each once"
+            )
         check_target_available(self.target, self.batch, self.setups, type(self).__name__)
         dry_run(pl_module, self.setups, self.batch, self.target, type(self).__name__)
         if self.feature_names is None and x.dim() == 2:
