@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # 12x12 digits (8x8 digit, 2-pixel border) with the digit's ink as annotation; 4x4 patches: 9 players.
 DATA = {
     "class_path": "lit_xai.data.DecoyDigitsDataModule",
-    "init_args": {"decoy": False, "border": 2, "patch_size": 2, "annotation": "ink", "batch_size": 4},
+    "init_args": {"decoy": False, "border": 2, "decoy_size": 2, "annotation": "ink", "batch_size": 4},
 }
 TINY_VIT = dict(img_size=12, patch_size=4, in_chans=1, embed_dim=16, depth=1, num_heads=2)
 FILES = (

@@ -299,3 +299,35 @@ def test_wrong_image_size_and_missing_statistics():
         iba.attribute(torch.full((1, 3, 8, 8), float("nan")))
     with pytest.raises(ValueError, match="weight_clip > 0 or gradient_penalty > 0"):
         GANConfig(weight_clip=0.0)
+
+
+@pytest.mark.slow
+def test_config_runner_writes_maps(tmp_path):
+    import yaml
+
+    from lit_xai.algorithms.input_iba.__main__ import main
+
+    config = {
+        "model": {"name": "cnn", "num_classes": 4, "in_chans": 3, "channels": [4, 4, 8]},
+        "data": {
+            "class_path": "lit_xai.data.ShapesDataModule",
+            "init_args": {"num_train": 120, "num_val": 4, "num_test": 4, "batch_size": 60},
+        },
+        "statistics": {"num_samples": 120, "min_samples": 100},
+        "explainer": {
+            "layer": "features",
+            "batch_size": 2,
+            "feature": {"steps": 1},
+            "gan": TINY_GAN,
+            "input": {"steps": 1},
+        },
+        "iba": {"steps": 1},
+        "num_images": 2,
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    maps = main(["--config", str(path)])
+    assert set(maps) == {"InputIBA", "prior", "feature IBA", "IBA"} and maps["InputIBA"].shape == (2, 32, 32)
+    saved = torch.load(tmp_path / "out" / "maps.pt", weights_only=True)
+    assert saved["annotation"].shape == (2, 32, 32) and (tmp_path / "out" / "maps.png").is_file()

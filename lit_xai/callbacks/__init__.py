@@ -14,6 +14,10 @@ In a LightningCLI config::
           init_args: {method: gradient, num_samples: 8}
         - class_path: lit_xai.callbacks.ExplanationQuality
           init_args: {metrics: [insertion_deletion], method: gradient, num_samples: 64}
+
+Cost: as configured in ``configs/digits/{classifier,surrogate,explainer}.yaml`` they take about 7%, 8% and 2% of an
+epoch's CPU time on two CPU cores (time inside the callbacks over the rest of the same epoch, median over epochs);
+exact ground-truth Shapley values are a one-off cost, cached while the game is frozen.
 """
 
 from lit_xai.callbacks.attribution_logger import AttributionLogger

@@ -7,7 +7,7 @@ level of a random class, so a model that learned the shortcut fails there.
 
 Our digits are 8x8 and their ink reaches the image edge, so a corner patch would overlap the digit. To copy
 MNIST's layout (a 20x20 digit box inside a 4-pixel empty border) each digit is padded with a zero ``border``
-(4 by default), giving 16x16 images, and the ``patch_size`` x ``patch_size`` (4x4) patch lies entirely in a
+(4 by default), giving 16x16 images, and the ``decoy_size`` x ``decoy_size`` (4x4) patch lies entirely in a
 corner of the border, so it never touches the digit. ``upscale`` > 1 first enlarges the digit with nearest
 neighbours (exact pixel values); the default 1 keeps the patch large relative to the digit, which is what
 makes a plain (50, 30) MLP take the shortcut as it does on Decoy MNIST (with upscale=2 its test accuracy
@@ -42,7 +42,7 @@ def decoy_level(label: torch.Tensor) -> torch.Tensor:
 
 
 def add_decoy_patches(
-    images: torch.Tensor, levels: torch.Tensor, corners: torch.Tensor, patch_size: int
+    images: torch.Tensor, levels: torch.Tensor, corners: torch.Tensor, decoy_size: int
 ) -> torch.Tensor:
     """Return a copy of ``images`` with a square patch of gray ``levels`` in the given ``corners``.
 
@@ -50,7 +50,7 @@ def add_decoy_patches(
         images: ``(N, 1, H, W)`` images.
         levels: ``(N,)`` patch intensities.
         corners: ``(N,)`` corner index: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
-        patch_size: Side of the patch in pixels.
+        decoy_size: Side of the patch in pixels.
 
     Returns:
         ``(N, 1, H, W)`` images with the patches written in.
@@ -60,8 +60,8 @@ def add_decoy_patches(
     cols = torch.arange(w).view(1, 1, w)
     bottom = (corners >= 2).view(n, 1, 1)
     right = (corners % 2 == 1).view(n, 1, 1)
-    in_rows = torch.where(bottom, rows >= h - patch_size, rows < patch_size)
-    in_cols = torch.where(right, cols >= w - patch_size, cols < patch_size)
+    in_rows = torch.where(bottom, rows >= h - decoy_size, rows < decoy_size)
+    in_cols = torch.where(right, cols >= w - decoy_size, cols < decoy_size)
     patch = (in_rows & in_cols).unsqueeze(1)
     return torch.where(patch, levels.view(n, 1, 1, 1).to(images.dtype), images)
 
@@ -81,7 +81,7 @@ class DecoyDigitsDataModule(SplitDataModule):
         decoy: Add the patches; ``False`` gives the clean images (same splits).
         upscale: Nearest-neighbour upsampling factor of the 8x8 digits.
         border: Width of the zero border around the digit box, in pixels.
-        patch_size: Side of the decoy patch; must fit in the border.
+        decoy_size: Side of the decoy patch; must fit in the border.
         annotation: ``"box"`` (the digit's box) or ``"ink"`` (the digit's non-zero pixels).
         pin_memory: Pin host memory for faster GPU transfer.
     """
@@ -98,7 +98,7 @@ class DecoyDigitsDataModule(SplitDataModule):
         decoy: bool = True,
         upscale: int = 1,
         border: int = 4,
-        patch_size: int = 4,
+        decoy_size: int = 4,
         annotation: str = "box",
         pin_memory: bool = False,
     ):
@@ -106,10 +106,10 @@ class DecoyDigitsDataModule(SplitDataModule):
         check_fractions(val_fraction, test_fraction)
         if upscale < 1:
             raise ValueError(f"upscale must be >= 1, got {upscale}.")
-        if not 1 <= patch_size <= border:
+        if not 1 <= decoy_size <= border:
             raise ValueError(
-                f"patch_size ({patch_size}) must be between 1 and border ({border}) so the decoy patch "
-                "stays outside the digit; raise border or lower patch_size."
+                f"decoy_size ({decoy_size}) must be between 1 and border ({border}) so the decoy patch "
+                "stays outside the digit; raise border or lower decoy_size."
             )
         if annotation not in ("box", "ink"):
             raise ValueError(f"annotation must be 'box' or 'ink', got {annotation!r}.")
@@ -119,7 +119,7 @@ class DecoyDigitsDataModule(SplitDataModule):
         self.decoy = decoy
         self.upscale = upscale
         self.border = border
-        self.patch_size = patch_size
+        self.decoy_size = decoy_size
         self.annotation = annotation
 
     @property
@@ -151,7 +151,7 @@ class DecoyDigitsDataModule(SplitDataModule):
             if self.decoy:
                 is_test = split_id == 2
                 x = add_decoy_patches(
-                    x, decoy_level(random_labels if is_test else y), corners, self.patch_size
+                    x, decoy_level(random_labels if is_test else y), corners, self.decoy_size
                 )
             datasets.append(TensorDictDataset(x, y, masks[idx]))
         return tuple(datasets)

@@ -119,11 +119,11 @@ def test_clean_variant_shares_splits_and_digit_pixels():
 
 
 def test_decoy_upscale_and_errors():
-    dm = _ready(DecoyDigitsDataModule, upscale=2, border=3, patch_size=3)
+    dm = _ready(DecoyDigitsDataModule, upscale=2, border=3, decoy_size=3)
     assert dm.input_shape == (1, 22, 22) and dm.train_dataset.inputs.shape[-1] == 22
     assert dm.train_dataset.annotations[:, 3:19, 3:19].eq(1).all()
     with pytest.raises(ValueError, match="border"):
-        DecoyDigitsDataModule(border=2, patch_size=3)
+        DecoyDigitsDataModule(border=2, decoy_size=3)
     with pytest.raises(ValueError, match="annotation"):
         DecoyDigitsDataModule(annotation="digit")
     with pytest.raises(ValueError, match="fraction"):

@@ -15,6 +15,7 @@ one-at-a-time runs draw the same noise.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,13 +23,46 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "BottleneckConfig",
     "PerImageBottleneck",
     "bottleneck_kl",
     "gaussian_smooth",
     "image_generators",
     "optimise_bottleneck",
     "per_image_normal",
+    "upsample_bits",
 ]
+
+
+@dataclass
+class BottleneckConfig:
+    """Hyperparameters of one bottleneck (IBA's defaults; InputIBA uses ``beta=20`` and 60 input steps).
+
+    Attributes:
+        beta: weight of the information term (mean KL over an image's elements, in nats).
+        steps: Adam steps per image.
+        lr: Adam learning rate.
+        copies: noisy copies of each image per step.
+        init_alpha: initial ``alpha``; ``sigmoid(5)`` lets about 99.3% of the signal through at first.
+        sigma: Gaussian smoothing of ``lambda`` (0 for none).
+        min_std: lower bound of the noise standard deviation (avoids dividing by ~0 for dead elements).
+        active_threshold: elements non-zero in at most this fraction of the data are treated as dead.
+    """
+
+    beta: float = 10.0
+    steps: int = 10
+    lr: float = 1.0
+    copies: int = 10
+    init_alpha: float = 5.0
+    sigma: float = 1.0
+    min_std: float = 0.01
+    active_threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.beta < 0 or self.lr <= 0 or self.sigma < 0 or self.min_std <= 0:
+            raise ValueError(f"need beta >= 0, lr > 0, sigma >= 0 and min_std > 0, got {self}")
+        if self.steps < 0 or self.copies < 1:
+            raise ValueError(f"need steps >= 0 and copies >= 1, got {self}")
 
 
 def image_generators(
@@ -217,3 +251,10 @@ def optimise_bottleneck(
         history.append({"ce": ce.mean().item(), "kl": info.mean().item(), "loss": loss.item() / b})
     bottleneck.alpha.grad = None
     return history
+
+
+def upsample_bits(bits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of ``(B, h, w)`` bits to ``(B, H, W)``, scaled so the total stays the same."""
+    h, w = bits.shape[-2:]
+    up = F.interpolate(bits.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
+    return up.squeeze(1) * (h * w) / (size[0] * size[1])

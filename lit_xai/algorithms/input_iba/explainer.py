@@ -22,15 +22,20 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_xai.algorithms.input_iba.bottleneck import PerImageBottleneck, image_generators, optimise_bottleneck
+from lit_xai.algorithms.input_iba.bottleneck import (
+    BottleneckConfig,
+    PerImageBottleneck,
+    image_generators,
+    optimise_bottleneck,
+    upsample_bits,
+)
 from lit_xai.algorithms.input_iba.lightning_model import GANConfig, GenerativePriorModule
 from lit_xai.algorithms.input_iba.statistics import (
     LayerStatistics,
@@ -40,40 +45,9 @@ from lit_xai.algorithms.input_iba.statistics import (
 )
 from lit_xai.algorithms.input_iba.torch_model import feature_grid
 
-__all__ = ["BottleneckConfig", "GANConfig", "IBA", "InputIBA"]
+__all__ = ["BottleneckConfig", "GANConfig", "IBA", "InputIBA", "upsample_bits"]
 
 _FEATURE_STAGE, _GAN_STAGE, _INPUT_STAGE = 0, 1, 2
-
-
-@dataclass
-class BottleneckConfig:
-    """Hyperparameters of one bottleneck (IBA's defaults; InputIBA uses ``beta=20`` and 60 input steps).
-
-    Attributes:
-        beta: weight of the information term (mean KL over an image's elements, in nats).
-        steps: Adam steps per image.
-        lr: Adam learning rate.
-        copies: noisy copies of each image per step.
-        init_alpha: initial ``alpha``; ``sigmoid(5)`` lets about 99.3% of the signal through at first.
-        sigma: Gaussian smoothing of ``lambda`` (0 for none).
-        min_std: lower bound of the noise standard deviation (avoids dividing by ~0 for dead elements).
-        active_threshold: elements non-zero in at most this fraction of the data are treated as dead.
-    """
-
-    beta: float = 10.0
-    steps: int = 10
-    lr: float = 1.0
-    copies: int = 10
-    init_alpha: float = 5.0
-    sigma: float = 1.0
-    min_std: float = 0.01
-    active_threshold: float = 0.01
-
-    def __post_init__(self) -> None:
-        if self.beta < 0 or self.lr <= 0 or self.sigma < 0 or self.min_std <= 0:
-            raise ValueError(f"need beta >= 0, lr > 0, sigma >= 0 and min_std > 0, got {self}")
-        if self.steps < 0 or self.copies < 1:
-            raise ValueError(f"need steps >= 0 and copies >= 1, got {self}")
 
 
 def _config(cls, value, **defaults):
@@ -92,7 +66,7 @@ def _frozen(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         for m, mode in modes.items():
-            m.train(mode)
+            m.training = mode
         for p, flag in flags.items():
             p.requires_grad_(flag)
 
@@ -254,13 +228,6 @@ class IBA:
                     yield x[start:stop], target[start:stop], range(start, stop)
 
 
-def upsample_bits(bits: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear upsampling of ``(B, h, w)`` bits to ``(B, H, W)``, scaled so the total stays the same."""
-    h, w = bits.shape[-2:]
-    up = F.interpolate(bits.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False)
-    return up.squeeze(1) * (h * w) / (size[0] * size[1])
-
-
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Silence Lightning's per-fit banners (one GAN fit runs per chunk of images)."""
@@ -356,9 +323,12 @@ class InputIBA(IBA):
         """Train the per-image generative priors; returns ``(mask (B, C, H, W) in [0, 1], GAN history)``."""
         stats = self._stats().to(x.device)
         generators = image_generators(self.seed, indices, _GAN_STAGE, x.device)
-        # The authors start the mask logits at the feature map in bits per input pixel, as IBA reports it.
+        # The authors start the mask logits at the feature map in bits per pixel; bits per pixel depend on the
+        # layer's size, so we rescale the map to logits in [-init_logit, init_logit] (0.02..0.98 for 4).
+        peak = bits.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+        init = torch.sigmoid(self.gan_config.init_logit * (2 * bits / peak - 1))
         module = GenerativePriorModule(
-            self.model, self.module, x, features, feature_bn, torch.sigmoid(bits), stats.input_mean,
+            self.model, self.module, x, features, feature_bn, init, stats.input_mean,
             stats.input_std, generators, self.gan_config, self.num_prefix_tokens,
         )  # fmt: skip
         with _quiet_lightning():

@@ -43,6 +43,7 @@ class GANConfig:
         mean_lr: ... of the generator's noise mean.
         std_lr: ... of the generator's noise standard deviation.
         critic_channels: hidden channels of each critic.
+        init_logit: the mask's logits start at the feature map rescaled to ``[-init_logit, init_logit]``.
     """
 
     epochs: int = 20
@@ -56,6 +57,7 @@ class GANConfig:
     mean_lr: float = 0.1
     std_lr: float = 0.05
     critic_channels: int = 32
+    init_logit: float = 4.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "samples_per_epoch", "batch_size", "critic_iter", "critic_channels"):
@@ -153,18 +155,21 @@ class GenerativePriorModule(L.LightningModule):
         x = self.generator.x
         real = self.sample_real(cfg.batch_size)
         gaussian = per_image_normal(self.generators, (cfg.batch_size, *x.shape[1:]), x.device)
-        with torch.no_grad():
+        generator_step = batch_idx % cfg.critic_iter == 0
+        # The generator's parameters do not change during the critic step, so one pass through the classifier
+        # serves both steps; the graph is only kept when a generator step follows.
+        with torch.set_grad_enabled(generator_step):
             fake = self.sample_fake(gaussian)
-        loss, estimate = self.critic_loss(real, fake)
+        loss, estimate = self.critic_loss(real, fake.detach())
         opt_critic.zero_grad()
         self.manual_backward(loss)
         opt_critic.step()
         if cfg.weight_clip > 0:
             self.critic.clip_(cfg.weight_clip)
         record = {"critic_loss": loss.item() / len(x), "wasserstein": estimate.mean().item()}
-        if batch_idx % cfg.critic_iter == 0:
+        if generator_step:
             self.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
-            generator_loss = -self.critic(self.sample_fake(gaussian)).mean(1).sum()
+            generator_loss = -self.critic(fake).mean(1).sum()
             opt_generator.zero_grad()
             self.manual_backward(generator_loss)
             opt_generator.step()
