@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lit_xai.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,12 +28,7 @@ def environment() -> dict[str, Any]:
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` atomically (a crash never leaves half a file)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    with tempfile.NamedTemporaryFile("w", dir=RESULTS, delete=False, suffix=".tmp") as tmp:
-        json.dump(payload, tmp, indent=2)
-    os.replace(tmp.name, path)
-    return path
+    return atomic_write_json(RESULTS / f"{name}.json", payload)
 
 
 def interleaved_times(functions: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:

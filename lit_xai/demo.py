@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from lit_xai.cli import main as cli_main
+from lit_xai.io import atomic_write_text
 
 STAGES = ("classifier", "surrogate", "explainer")
 OUTPUTS = Path("outputs")  # where configs/digits/*.yaml write their checkpoints
@@ -50,13 +49,6 @@ def train_stages(root: Path, retrain: bool, fast: bool) -> None:
                 "1",
             ]
         cli_main(args)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
 
 
 def evaluate(root: Path, out: Path, num_images: int) -> dict:
@@ -166,8 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_stages(OUTPUTS, args.retrain, args.fast)
     results = evaluate(OUTPUTS, args.report_dir, args.num_images)
     text = report(results)
-    _write_atomic(args.report_dir / "report.md", text)
-    _write_atomic(args.report_dir / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(args.report_dir / "report.md", text)
+    atomic_write_text(args.report_dir / "results.json", json.dumps(results, indent=2))
     print(text)
     print(f"[demo] wrote {args.report_dir / 'report.md'}")
     return results

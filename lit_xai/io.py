@@ -48,6 +48,12 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file next to ``path`` and, if the block finishes, rename it to ``path``.
@@ -75,6 +81,8 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
             yield handle
             handle.flush()
             os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:

@@ -7,8 +7,6 @@ contributions read at a glance.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
+
+from lit_xai.io import atomic_open  # noqa: E402
 
 __all__ = [
     "image_for_display",
@@ -34,12 +34,9 @@ __all__ = [
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
     """Write ``fig`` as a PNG through a temporary file, so a crash never leaves a truncated image."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp.name, path)
-    return path
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
 
 
 def figure_to_array(fig: plt.Figure) -> np.ndarray:

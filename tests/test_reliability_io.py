@@ -69,6 +69,19 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
         pass
 
 
+def test_atomic_files_get_the_permissions_of_a_plain_open(tmp_path):
+    # The temporary file is created private (0600); the result must be as readable as open() would make it,
+    # or results written on a shared machine cannot be read by the rest of the group.
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {})
+        with open(tmp_path / "b.json", "w"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_atomic_checkpoint_io_round_trips_and_refuses_unsafe_loads(tmp_path):
     io = AtomicCheckpointIO()
     state = {"state_dict": {"w": torch.arange(4.0)}, "epoch": 3}

@@ -75,8 +75,5 @@ def draw_figures(
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    from lit_xai.evaluation.report import readable
-
     save_figure(fig, path)
-    readable(path)
     plt.close(fig)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
-import os
 import platform
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lit_xai.io import atomic_write_text
 
 __all__ = ["COLUMNS", "collect_results", "best_methods", "format_table", "markdown_report", "write_outputs"]
 
@@ -293,24 +293,6 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8"
-    ) as tmp:
-        tmp.write(text)
-    readable(tmp.name)
-    os.replace(tmp.name, path)
-
-
-def readable(path: str | Path) -> None:
-    """Give a file the permissions of a normally created one (temporary files are created private, 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def write_outputs(
     results: Mapping, figure: Mapping | None, output_dir: str | Path, config: Mapping | None
 ) -> dict:
@@ -320,7 +302,7 @@ def write_outputs(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     figures = draw_figures(results, figure, output_dir, FIGURES)
-    write_atomic(output_dir / "results.md", markdown_report(results, config, figures))
+    atomic_write_text(output_dir / "results.md", markdown_report(results, config, figures))
     document = {**results, "figures": figures, "config": dict(config or {}), "versions": _versions()}
-    write_atomic(output_dir / "results.json", json.dumps(_json_safe(document), indent=2) + "\n")
+    atomic_write_text(output_dir / "results.json", json.dumps(_json_safe(document), indent=2) + "\n")
     return figures

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -44,6 +42,7 @@ from lit_xai.algorithms.input_iba.statistics import (
     resolve_layer,
 )
 from lit_xai.algorithms.input_iba.torch_model import feature_grid
+from lit_xai.io import atomic_save
 
 __all__ = ["BottleneckConfig", "GANConfig", "IBA", "InputIBA", "upsample_bits"]
 
@@ -121,7 +120,7 @@ class IBA:
     def save(self, path: str | Path) -> None:
         """Write the layer, config and statistics (atomically; readable with ``weights_only=True``)."""
         state = {"layer": self.layer, "config": asdict(self.config), "statistics": self._stats().to_dict()}
-        _atomic_save(state, Path(path))
+        atomic_save(state, Path(path))
 
     def load(self, path: str | Path) -> IBA:
         """Load statistics (and config) written by :meth:`save` for this model and layer."""
@@ -238,18 +237,6 @@ def _quiet_lightning() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _atomic_save(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class InputIBA(IBA):
