@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from lit_xai.algorithms.input_iba.explainer import IBA, InputIBA, _atomic_save
+from lit_xai.algorithms.input_iba.explainer import IBA, InputIBA
+from lit_xai.io import atomic_save
 from lit_xai.models import build_model
 from lit_xai.models.factory import backbone_from_checkpoint
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     state = {"input": x.cpu(), "target": batch["target"], **maps}
     if "annotation" in batch:
         state["annotation"] = batch["annotation"]
-    _atomic_save(state, output / "maps.pt")
+    atomic_save(state, output / "maps.pt")
     save_figure(
         output / "maps.png",
         x.cpu(),
