@@ -1,16 +1,24 @@
-"""Small helpers shared by the benchmark scripts: timing, JSON results, tables."""
+"""Small helpers shared by the benchmark scripts: timing, JSON results, tables, quiet training in worker processes."""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import platform
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import lightning as L
 import torch
 
 from lit_xai.io import atomic_write_json
+
+T = TypeVar("T")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,3 +65,51 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("  ".join("-" * widths[c] for c in columns))
     for row in rows:
         print("  ".join(cell(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
+    """Build ``class_path(**init_args)`` from a LightningCLI config section, with ``overrides`` on top."""
+    module, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**{**spec.get("init_args", {}), **overrides})
+
+
+def quiet_trainer(max_epochs: int, **kwargs: Any) -> L.Trainer:
+    """A CPU ``Trainer`` that writes and prints nothing (no logger, checkpoints, progress bar or summary)."""
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def _quiet_job(fn: Callable[..., T], *args: Any) -> T:
+    """Run one benchmark job with one thread and no warnings or Lightning chatter.
+
+    The benchmarks train tiny networks, for which one thread per process is fastest and never oversubscribes the
+    cores the other workers use.
+    """
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    return fn(*args)
+
+
+def run_jobs(fn: Callable[..., T], jobs: Sequence[tuple], workers: int) -> Iterator[T]:
+    """``fn(*job)`` for every job (one thread each, quietly), yielded in the order of ``jobs`` as they finish.
+
+    With ``workers > 1`` the jobs run in that many spawned processes (``fn`` must be importable: a module-level
+    function), else one after another in this process.
+    """
+    if workers <= 1:
+        for job in jobs:
+            yield _quiet_job(fn, *job)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_quiet_job, fn, *job) for job in jobs]
+        for future in futures:
+            yield future.result()

@@ -21,12 +21,7 @@ Writes benchmarks/results/dfs.json and benchmarks/results/dfs.png.
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +34,15 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torchmetrics.functional.classification import binary_auroc  # noqa: E402
 
-from benchmarks.common import RESULTS, environment, print_table, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    environment,
+    instantiate,
+    print_table,
+    quiet_trainer,
+    run_jobs,
+    write_json,
+)
 from lit_xai.algorithms.dynamic_selection.baselines import (  # noqa: E402
     evaluate_orders,
     greedy_static_order,
@@ -54,23 +57,8 @@ BUDGETS = {"digits_pixels": 20, "digits_patches": 10, "breast_cancer": 10}
 METHODS = ("dynamic", "static", "static_greedy", "random")
 
 
-def instantiate(spec: dict[str, Any], **overrides: Any) -> Any:
-    """Build ``class_path(**init_args)`` from a LightningCLI config section."""
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **overrides})
-
-
 def fit(module: L.LightningModule, data: L.LightningDataModule, epochs: int) -> None:
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=data)
+    quiet_trainer(epochs, num_sanity_val_steps=0).fit(module, datamodule=data)
     module.eval()
 
 
@@ -85,9 +73,6 @@ def scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]
 
 def run_one(name: str, seed: int, quick: bool = False) -> dict[str, Any]:
     """Train both stages for one dataset and seed, and score every method at budgets 0..K."""
-    torch.set_num_threads(1)  # tiny networks: one thread per worker is fastest and never oversubscribes
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     start, cpu_start = time.perf_counter(), time.process_time()
     L.seed_everything(seed, verbose=False)
     pre_cfg = yaml.safe_load((CONFIGS / f"{name}_pretrain.yaml").read_text())
@@ -253,12 +238,8 @@ def main() -> None:
 
     start = time.perf_counter()
     jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
-    if args.workers > 1:
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_one, name, seed, args.quick) for name, seed in jobs]
-            outputs = [report(job, future.result()) for job, future in zip(jobs, futures)]
-    else:
-        outputs = [report((name, seed), run_one(name, seed, args.quick)) for name, seed in jobs]
+    results_in_order = run_jobs(run_one, [(name, seed, args.quick) for name, seed in jobs], args.workers)
+    outputs = [report(job, output) for job, output in zip(jobs, results_in_order)]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.datasets}
     for (name, _), output in zip(jobs, outputs):
         runs[name].append(output)

@@ -31,6 +31,7 @@ from benchmarks.common import RESULTS, environment, print_table, write_json  # n
 from lit_xai.algorithms.input_iba import IBA, InputIBA  # noqa: E402
 from lit_xai.attribution import GradCAM, Gradient, IntegratedGradients  # noqa: E402
 from lit_xai.data import ShapesDataModule  # noqa: E402
+from lit_xai.io import atomic_open  # noqa: E402
 from lit_xai.masking import BaselineFill  # noqa: E402
 from lit_xai.metrics.functional import insertion_deletion, localization, mean_confidence_interval  # noqa: E402
 from lit_xai.models import SmallCNN  # noqa: E402
@@ -110,10 +111,9 @@ def save_figure(path: Path, x, annotation, maps: dict[str, torch.Tensor], rows: 
             if i == 0:
                 ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_open(path, "wb") as handle:  # a killed run leaves the old figure, never half of one
+        fig.savefig(handle, format="png", dpi=90)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main() -> None:

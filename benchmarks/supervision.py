@@ -26,19 +26,23 @@ Writes benchmarks/results/supervision.json and benchmarks/results/supervision_{d
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import statistics
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from benchmarks.common import RESULTS, environment, print_table, write_json
+from benchmarks.common import (
+    RESULTS,
+    environment,
+    instantiate,
+    print_table,
+    quiet_trainer,
+    run_jobs,
+    write_json,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DECOY_CONFIGS = {"plain": "baseline", "rrr": "rrr", "visfis": "visfis", "clean": "clean"}
@@ -51,42 +55,24 @@ REMOVAL_FILL = 0.0  # the blank background of both datasets (digits unnormalised
 CLASSIFIER_KEYS = ("backbone", "num_classes", "backbone_kwargs", "lr", "weight_decay", "warmup_steps")
 
 
-def _load(class_path: str):
-    module, name = class_path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
-
-
 def read_config(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
 def build(config: dict[str, Any], seed: int, plain: bool = False, **data_overrides):
     """The module and datamodule of a training config, for one seed (``plain``: the same backbone, plain CE)."""
-    model_cfg, data_cfg = config["model"], config["data"]
-    init = dict(model_cfg.get("init_args", {}))
     if plain:
         from lit_xai.algorithms.classifier import ClassifierModule
 
+        init = config["model"].get("init_args", {})
         module = ClassifierModule(**{k: v for k, v in init.items() if k in CLASSIFIER_KEYS})
     else:
-        module = _load(model_cfg["class_path"])(**init)
-    data_init = {**data_cfg.get("init_args", {}), "seed": seed, **data_overrides}
-    return module, _load(data_cfg["class_path"])(**data_init)
+        module = instantiate(config["model"])
+    return module, instantiate(config["data"], seed=seed, **data_overrides)
 
 
 def fit(module, datamodule, epochs: int):
-    import lightning as L
-
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule)
+    quiet_trainer(epochs, limit_val_batches=0).fit(module, datamodule)
     return module.model.eval()
 
 
@@ -169,9 +155,6 @@ def saliency_run(dataset: str, method: str, seed: int) -> dict[str, Any]:
 def run_task(task: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, Any], float]:
     import lightning as L
 
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     start = time.process_time()
     L.seed_everything(int(task[-1]), verbose=False)
     if task[0] == "decoy":
@@ -309,13 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tasks.reverse()
 
     wall = time.perf_counter()
-    if args.workers > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            outputs = list(pool.map(run_task, tasks))
-    else:
-        outputs = [run_task(task) for task in tasks]
+    outputs = list(run_jobs(run_task, [(task,) for task in tasks], args.workers))
     wall = time.perf_counter() - wall
 
     decoy_runs: dict[str, list[dict]] = {}

@@ -82,12 +82,6 @@ def _embed(model: nn.Module, x: Tensor) -> Tensor:
     return model.norm_pre(model.patch_drop(tokens))
 
 
-def _token_keep(grid: Players, model: nn.Module, keep: Tensor) -> Tensor:
-    if not isinstance(grid, PatchGrid):
-        raise ValueError("ViT maskers need a PatchGrid of players")
-    return grid.token_keep(keep, tuple(model.patch_embed.grid_size))
-
-
 def _run_blocks(model: nn.Module, tokens: Tensor, key_visible: Tensor | None) -> Tensor:
     if key_visible is None:
         return model.norm(model.blocks(tokens))
@@ -125,6 +119,16 @@ def _check_not_empty(model: nn.Module, token_keep: Tensor, masker: str) -> None:
         )
 
 
+def _token_keep(model: nn.Module, grid: Players, keep: Tensor, masker: str) -> Tensor:
+    """The patch tokens each row keeps ``(B, num_patches)``, once ``masker`` is known to be able to run ``model``."""
+    _check_vit(model, masker)
+    if not isinstance(grid, PatchGrid):
+        raise ValueError("ViT maskers need a PatchGrid of players")
+    token_keep = grid.token_keep(keep, tuple(model.patch_embed.grid_size))
+    _check_not_empty(model, token_keep, masker)
+    return token_keep
+
+
 class TokenDrop(Masker):
     """Drop missing patch tokens (after position embeddings); cost follows the tokens kept.
 
@@ -145,9 +149,7 @@ class TokenDrop(Masker):
         self.num_buckets = int(num_buckets)
 
     def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
-        _check_vit(model, "TokenDrop")
-        token_keep = _token_keep(self.players, model, keep)
-        _check_not_empty(model, token_keep, "TokenDrop")
+        token_keep = _token_keep(model, self.players, keep, "TokenDrop")
         tokens = _embed(model, x)
         prefix = model.num_prefix_tokens
         counts = token_keep.sum(1)
@@ -223,9 +225,7 @@ class AttentionMask(Masker):
         super().__init__(players)
 
     def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
-        _check_vit(model, "AttentionMask")
-        token_keep = _token_keep(self.players, model, keep)
-        _check_not_empty(model, token_keep, "AttentionMask")
+        token_keep = _token_keep(model, self.players, keep, "AttentionMask")
         tokens = _embed(model, x)
         prefix = model.num_prefix_tokens
         key_visible = torch.cat([token_keep.new_ones(token_keep.shape[0], prefix), token_keep], dim=1)

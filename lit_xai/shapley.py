@@ -11,8 +11,8 @@ inputs is how everything here is batched over images: one set of masks, many ima
   Shapley kernel (optionally paired with their complements), the constrained least-squares problem solved in
   closed form so that the estimate is exactly efficient, and sampling stopped once the estimated standard
   deviation is small relative to the range of the values.
-- :class:`ModelGame` turns a model, a masker and a batch of inputs into a game; :func:`shapley_values` runs
-  either estimator on it.
+- :func:`shapley_values` runs either estimator on the game of a model, a masker and a batch of inputs
+  (:class:`~lit_xai.games.ModelGame`, defined in :mod:`lit_xai.games` and importable from here too).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lit_xai.links import get_link
+from lit_xai.games import Game, ModelGame
 from lit_xai.masking import Masker
-from lit_xai.players import check_keep
 from lit_xai.sampling import ShapleySampler
 
 __all__ = [
@@ -39,8 +38,6 @@ __all__ = [
     "shapley_values",
     "shapley_weights",
 ]
-
-Game = Callable[[Tensor], Tensor]
 
 #: Largest number of players :func:`exact_shapley` accepts (2^20 ~ one million coalitions per input).
 MAX_EXACT_PLAYERS = 20
@@ -351,85 +348,6 @@ def kernel_shap(
             stacklevel=2,
         )
     return result(phi, std, evaluations, converged, ratio)
-
-
-class ModelGame:
-    """The game of a model on a batch of inputs: ``v_b(S) = link(model(x_b with only S kept))``.
-
-    Calling it with a keep-mask ``(N, d)`` evaluates every input on every coalition and returns ``(B, N, C)``,
-    in chunks of ``batch_size`` rows under ``torch.no_grad()``. The model's train/eval mode is left alone: put it
-    in eval mode first, or dropout makes the game random.
-
-    Args:
-        model: the network; called through ``masker``.
-        masker: how missing players are removed (``masker(model, x, keep) -> logits``).
-        x: inputs ``(B, ...)`` matching ``masker.players``.
-        link: ``"softmax"``, ``"log_softmax"``, ``"logits"``, ``"sigmoid"`` or a callable applied to the logits.
-        batch_size: rows (input, coalition pairs) per forward pass.
-        target: optional class index (int) or one per input ``(B,)``: values are then ``(B, N, 1)`` for that class.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        masker: Masker,
-        x: Tensor,
-        link: str | Callable[[Tensor], Tensor] = "softmax",
-        batch_size: int = 512,
-        target: int | Tensor | None = None,
-    ) -> None:
-        masker.players.check_input(x)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.model, self.masker, self.x = model, masker, x
-        self.link = get_link(link)
-        self.batch_size = int(batch_size)
-        if target is not None:
-            target = torch.as_tensor(target, dtype=torch.long, device=x.device)
-            if target.dim() > 1 or target.numel() not in (1, x.shape[0]):
-                raise ValueError(
-                    f"target must be a class index or one per input ({x.shape[0]},), got {tuple(target.shape)}"
-                )
-            target = target.reshape(-1).expand(x.shape[0])
-        self.target = target
-        if model.training:
-            warnings.warn(
-                "ModelGame got a model in training mode: dropout or batch norm make the game random; call model.eval()",
-                stacklevel=2,
-            )
-
-    @property
-    def num_players(self) -> int:
-        return self.masker.num_players
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    def __call__(self, keep: Tensor) -> Tensor:
-        keep = check_keep(keep, self.num_players).to(self.x.device)
-        num_inputs, num_coalitions = self.x.shape[0], keep.shape[0]
-        outputs = []
-        with torch.no_grad():
-            # Row r pairs input r // N with coalition r % N, so chunks mix inputs and coalitions freely.
-            for start in range(0, num_inputs * num_coalitions, self.batch_size):
-                rows = torch.arange(
-                    start, min(start + self.batch_size, num_inputs * num_coalitions), device=keep.device
-                )
-                inputs = rows // num_coalitions
-                out = self.link(self.masker(self.model, self.x[inputs], keep[rows % num_coalitions]))
-                if self.target is not None:
-                    out = out.gather(-1, self.target[inputs].unsqueeze(-1))
-                outputs.append(out)
-        return torch.cat(outputs).reshape(num_inputs, num_coalitions, -1)
-
-    def null(self) -> Tensor:
-        """``v(∅)`` per input, ``(B, C)``."""
-        return self(torch.zeros(1, self.num_players, dtype=torch.bool))[:, 0]
-
-    def grand(self) -> Tensor:
-        """``v(all players)`` per input, ``(B, C)``."""
-        return self(torch.ones(1, self.num_players, dtype=torch.bool))[:, 0]
 
 
 def shapley_values(

@@ -79,7 +79,9 @@ def test_atomic_files_get_the_permissions_of_a_plain_open(tmp_path):
             pass
     finally:
         os.umask(old)
-    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+    assert (
+        (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
+    )
 
 
 def test_atomic_checkpoint_io_round_trips_and_refuses_unsafe_loads(tmp_path):

@@ -1,7 +1,7 @@
 """KernelSHAP as an attribution baseline (Lundberg & Lee, NeurIPS 2017; Covert & Lee, AISTATS 2021).
 
 A thin wrapper that runs the toolkit's Shapley engine (:func:`lit_xai.shapley.kernel_shap`: paired sampling from the
-Shapley kernel, constrained least squares, variance-based stopping) on a :class:`~lit_xai.shapley.ModelGame`, so
+Shapley kernel, constrained least squares, variance-based stopping) on a :class:`~lit_xai.games.ModelGame`, so
 KernelSHAP is called like every other explainer. The estimate is exactly efficient: the players' values add up
 to ``v(all) - v(empty)``; for a linear model with zero-filled players and ``link="logits"`` they converge to
 ``w * (x - baseline)`` per player.

@@ -21,27 +21,20 @@ from typing import Any
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from lit_xai.callbacks._common import (
-    ExplainSetup,
-    Explanation,
+    ExplanationCallback,
     check_every_n_epochs,
     check_method,
     check_method_kwargs,
     check_num_samples,
-    check_target_available,
     check_target_mode,
-    dry_run,
     due,
-    explain,
-    explaining,
-    predict,
-    resolve_setup,
-    select_validation_subset,
 )
+from lit_xai.callbacks._explain import ExplainSetup, Explanation, explain, explaining, predict
 from lit_xai.callbacks._loggers import Panels, log_panels
+from lit_xai.io import atomic_open
 from lit_xai.viz import (
     explanation_grid,
     feature_bars,
@@ -57,7 +50,7 @@ __all__ = ["AttributionLogger"]
 MAX_PANELS = 48
 
 
-class AttributionLogger(Callback):
+class AttributionLogger(ExplanationCallback):
     """Log attribution heatmaps (or bar charts for tabular data) of fixed validation inputs.
 
     Args:
@@ -136,31 +129,8 @@ class AttributionLogger(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage not in ("fit", "validate"):
             return
-        # Every rank checks the configuration, so a mistake stops all processes together, before any step.
-        self.indices, self.batch = select_validation_subset(
-            trainer, self.num_samples, self.seed, stage, type(self).__name__
-        )
+        self.setups = self._prepare(trainer, pl_module, stage, self.methods)
         x = self.batch["input"]
-        self.setups = [
-            resolve_setup(
-                pl_module,
-                name,
-                x,
-                self.method_kwargs.get(name),
-                self.patch_size,
-                self.masker,
-                self.masker_kwargs,
-                self.network,
-            )
-            for name in self.methods
-        ]
-        resolved = [setup.method for setup in self.setups]
-        if len(set(resolved)) != len(resolved):
-            raise ValueError(
-                f"methods {self.methods} name the same explainer twice ({resolved}); list each once"
-            )
-        check_target_available(self.target, self.batch, self.setups, type(self).__name__)
-        dry_run(pl_module, self.setups, self.batch, self.target, type(self).__name__)
         if self.feature_names is None and x.dim() == 2:
             names = getattr(trainer.datamodule, "feature_names", None)
             self.feature_names = list(names) if names is not None and len(names) == x.shape[1] else None
@@ -236,7 +206,5 @@ class AttributionLogger(Callback):
 
 def _write_array(image: np.ndarray, path: Path) -> None:
     """Write an RGB array as a PNG through a temporary file (a crash leaves no truncated image)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    plt.imsave(temporary, image)
-    temporary.replace(path)
+    with atomic_open(path, "wb") as handle:
+        plt.imsave(handle, image, format="png")

@@ -21,7 +21,6 @@ the logged value equals the single-process value; it is logged with ``pl_module.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -30,25 +29,20 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torchmetrics import Metric
 
 from lit_xai.callbacks._common import (
-    ExplainSetup,
+    ExplanationCallback,
     check_every_n_epochs,
     check_method,
     check_method_kwargs,
     check_num_samples,
-    check_target_available,
     check_target_mode,
-    dry_run,
     due,
-    explain,
-    explaining,
-    resolve_setup,
-    select_validation_subset,
 )
+from lit_xai.callbacks._explain import ExplainSetup, explain, explaining
+from lit_xai.io import atomic_save, safe_torch_load
 from lit_xai.metrics import Eraser, InsertionDeletion, Localization, SensitivityN, ShapleyError
 from lit_xai.shapley import MAX_EXACT_PLAYERS, ModelGame, exact_shapley, kernel_shap
 
@@ -62,7 +56,7 @@ _ESTIMATORS = ("auto", "exact", "kernel")
 DEFAULT_CURVE_STEPS = 8
 
 
-class ExplanationQuality(Callback):
+class ExplanationQuality(ExplanationCallback):
     """Score explanations of a fixed validation subset and log the scores as validation metrics.
 
     Args:
@@ -166,21 +160,7 @@ class ExplanationQuality(Callback):
                 f"{owner}(num_samples={self.num_samples}) is smaller than the number of processes "
                 f"({trainer.world_size}); give every process at least one input"
             )
-        self.indices, self.batch = select_validation_subset(
-            trainer, self.num_samples, self.seed, stage, owner
-        )
-        setup = resolve_setup(
-            pl_module,
-            self.method,
-            self.batch["input"],
-            self.method_kwargs.get(self.method),
-            self.patch_size,
-            self.masker,
-            self.masker_kwargs,
-            self.network,
-        )
-        check_target_available(self.target, self.batch, [setup], owner)
-        dry_run(pl_module, [setup], self.batch, self.target, owner)
+        (setup,) = self._prepare(trainer, pl_module, stage, [self.method])
         self.explain_setup = setup
         self.metrics = {name: self._build_metric(name, setup, pl_module) for name in self.metric_names}
 
@@ -362,7 +342,7 @@ class ExplanationQuality(Callback):
     def _load_truth(self) -> None:
         if self.shapley_cache is None or not self.shapley_cache.is_file():
             return
-        stored = torch.load(self.shapley_cache, map_location="cpu", weights_only=True)
+        stored = safe_torch_load(self.shapley_cache)
         for index, target, values in zip(stored["indices"], stored["targets"], stored["values"]):
             self._truth[int(index)] = (int(target), values)
             self._unverified.add(int(index))
@@ -379,7 +359,4 @@ class ExplanationQuality(Callback):
             "targets": torch.tensor([self._truth[i][0] for i in indices]),
             "values": torch.stack([self._truth[i][1] for i in indices]),
         }
-        self.shapley_cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.shapley_cache.with_name(f".{self.shapley_cache.name}.tmp")
-        torch.save(stored, temporary)
-        os.replace(temporary, self.shapley_cache)
+        atomic_save(stored, self.shapley_cache)

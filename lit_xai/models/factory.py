@@ -8,6 +8,7 @@ import timm
 import torch
 from torch import nn
 
+from lit_xai.io import safe_torch_load
 from lit_xai.models.small import MLP, SmallCNN
 
 __all__ = ["build_model", "load_state_dict", "read_checkpoint", "backbone_from_checkpoint", "SMALL_MODELS"]
@@ -16,19 +17,20 @@ SMALL_MODELS = {"mlp": MLP, "cnn": SmallCNN}
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Read a Lightning checkpoint or state dict with ``weights_only=True``: a checkpoint never runs code."""
+    """Read a Lightning checkpoint or state dict with ``weights_only=True``: a checkpoint never runs code.
+
+    Loads through :func:`lit_xai.io.safe_torch_load` (so a missing file raises the same ``FileNotFoundError``) and
+    names the underlying failure of a file that cannot be loaded safely.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint not found: {path} (check the path, or train the previous stage first)"
-        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every unpickling failure gets the same explanation
+        return safe_torch_load(path)
+    except ValueError as err:
+        cause = err.__cause__ or err  # the torch.load failure: unpickling refused, truncated file, ...
         raise ValueError(
-            f"could not load {path} safely (weights only): {err.__class__.__name__}: {str(err)[:300]}. "
+            f"could not load {path} safely (weights only): {cause.__class__.__name__}: {str(cause)[:300]}. "
             f"lit_xai never unpickles arbitrary objects; re-save the weights as a state dict or safetensors"
-        ) from err
+        ) from cause
 
 
 def load_state_dict(path: str | Path, prefix: str | None = None) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -10,9 +11,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_xai.masking import Masker
 from lit_xai.models import build_model
 
-__all__ = ["ClassifierModule", "cosine_with_warmup"]
+__all__ = [
+    "ClassifierModule",
+    "MaskedClassifierModule",
+    "check_input_batch",
+    "cosine_with_warmup",
+    "example_batch",
+]
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0):
@@ -25,6 +33,38 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
         return 0.5 * (1.0 + torch.cos(torch.tensor(min(1.0, progress) * torch.pi)).item())
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def example_batch(trainer: L.Trainer | None) -> dict[str, Tensor] | None:
+    """The first training sample of the trainer's datamodule as a batch of one, or ``None`` if there is none.
+
+    Lets a module check its data in ``setup`` (before any step); without a datamodule the checks run on the first
+    training batch instead.
+    """
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    dataset = getattr(datamodule, "train_dataset", None)
+    if dataset is None:
+        return None
+    try:
+        item = dataset[0]
+    except (IndexError, TypeError, KeyError):
+        return None
+    if not isinstance(item, dict):
+        return None
+    return {k: v.unsqueeze(0) if isinstance(v, Tensor) else v for k, v in item.items()}
+
+
+def check_input_batch(batch: Any) -> None:
+    """Raise a clear ``ValueError`` unless ``batch`` is a dict with ``input`` (images or rows) and ``target``."""
+    if not isinstance(batch, dict) or "input" not in batch or "target" not in batch:
+        raise ValueError(
+            "batches must be dicts with 'input' and 'target' (use a lit_xai DataModule), got "
+            f"{type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
+        )
+    if batch["input"].dim() not in (2, 4):
+        raise ValueError(
+            f"'input' must be images (B, C, H, W) or tabular rows (B, F), got shape {tuple(batch['input'].shape)}"
+        )
 
 
 class ClassifierModule(L.LightningModule):
@@ -73,10 +113,28 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch: dict[str, Tensor], stage: str, accuracy: nn.Module) -> Tensor:
         logits = self.model(batch["input"])
         loss = F.cross_entropy(logits, batch["target"], label_smoothing=self.hparams.label_smoothing)
-        accuracy(logits, batch["target"])
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", sync_dist=stage != "train")
-        self.log(f"{stage}/accuracy", accuracy, prog_bar=True)
+        self.log_step(stage, loss, logits, batch["target"], accuracy)
         return loss
+
+    def log_step(
+        self,
+        stage: str,
+        loss: Tensor,
+        logits: Tensor,
+        target: Tensor,
+        accuracy: nn.Module,
+        parts: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        """Update ``accuracy`` and log ``{stage}/loss``, each named part of the loss and ``{stage}/accuracy``.
+
+        Subclasses that add terms to the cross-entropy log them as ``parts``, under the same keys and flags as
+        the plain classifier's loss and accuracy, so runs of every algorithm compare metric for metric.
+        """
+        accuracy(logits, target)
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", sync_dist=stage != "train")
+        for name, value in (parts or {}).items():
+            self.log(f"{stage}/{name}", value)
+        self.log(f"{stage}/accuracy", accuracy, prog_bar=True)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train", self.train_accuracy)
@@ -97,3 +155,41 @@ class ClassifierModule(L.LightningModule):
         total = self.trainer.estimated_stepping_batches
         scheduler = cosine_with_warmup(optimizer, int(total), self.hparams.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class MaskedClassifierModule(ClassifierModule):
+    """A classifier whose training loss also runs the model on inputs with some players masked.
+
+    The common ground of saliency-guided training and VisFIS: the masker depends on the players, which depend on
+    the input shape that only the data knows, so it is built on first use (:meth:`build_masker`) and kept for
+    that shape; ``setup`` builds it, and validates the data (:meth:`check_batch`), on the first training sample,
+    so a wrong dataset or masker fails before training starts rather than at the first step.
+    """
+
+    # Class-level defaults: the masker is set per instance by masker_for; no extra __init__ arguments (and so no
+    # extra hparams) are needed for it.
+    _masker: Masker | None = None
+    _masker_shape: tuple[int, ...] | None = None
+
+    def build_masker(self, x: Tensor) -> Masker:
+        """The masker (and its players, ``masker.players``) for inputs shaped like ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} must define build_masker")
+
+    def check_batch(self, batch: Any) -> Any:
+        """Validate a training batch (raise ``ValueError`` with a clear message if it cannot be used)."""
+        check_input_batch(batch)
+
+    def masker_for(self, x: Tensor) -> Masker:
+        """The masker for inputs shaped like ``x`` (built on first use, rebuilt when the shape changes)."""
+        shape = tuple(x.shape[1:])
+        if self._masker is None or self._masker_shape != shape:
+            self._masker = self.build_masker(x)
+            self._masker_shape = shape
+        return self._masker
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            batch = example_batch(self.trainer)
+            if batch is not None:  # fail before training starts, not at the first step
+                self.check_batch(batch)
+                self.masker_for(batch["input"])

@@ -42,7 +42,7 @@ from lit_xai.algorithms.input_iba.statistics import (
     resolve_layer,
 )
 from lit_xai.algorithms.input_iba.torch_model import feature_grid
-from lit_xai.io import atomic_save
+from lit_xai.io import atomic_save, safe_torch_load
 
 __all__ = ["BottleneckConfig", "GANConfig", "IBA", "InputIBA", "upsample_bits"]
 
@@ -124,7 +124,7 @@ class IBA:
 
     def load(self, path: str | Path) -> IBA:
         """Load statistics (and config) written by :meth:`save` for this model and layer."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path)
         if state.get("layer") != self.layer:
             raise ValueError(f"{path} holds statistics of layer {state.get('layer')!r}, not {self.layer!r}")
         self.config = BottleneckConfig(**state["config"])

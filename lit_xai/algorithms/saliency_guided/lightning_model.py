@@ -18,10 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 from torch import Tensor
 
-from lit_xai.algorithms.classifier.lightning_model import ClassifierModule
+from lit_xai.algorithms.classifier.lightning_model import (
+    MaskedClassifierModule,
+    check_input_batch,
+    example_batch,
+)
 from lit_xai.algorithms.saliency_guided.loss import saliency_guided_loss
 from lit_xai.algorithms.saliency_guided.torch_model import (
     build_saliency_masker,
@@ -35,42 +38,11 @@ from lit_xai.algorithms.saliency_guided.torch_model import (
 )
 from lit_xai.masking import Masker
 
+# example_batch and check_input_batch moved to the classifier module (VisFIS uses them too); kept importable here.
 __all__ = ["SaliencyGuidedModule", "example_batch", "check_input_batch"]
 
 
-def example_batch(trainer: L.Trainer | None) -> dict[str, Tensor] | None:
-    """The first training sample of the trainer's datamodule as a batch of one, or ``None`` if there is none.
-
-    Lets a module check its data in ``setup`` (before any step); without a datamodule the checks run on the first
-    training batch instead.
-    """
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    dataset = getattr(datamodule, "train_dataset", None)
-    if dataset is None:
-        return None
-    try:
-        item = dataset[0]
-    except (IndexError, TypeError, KeyError):
-        return None
-    if not isinstance(item, dict):
-        return None
-    return {k: v.unsqueeze(0) if isinstance(v, Tensor) else v for k, v in item.items()}
-
-
-def check_input_batch(batch: Any) -> None:
-    """Raise a clear ``ValueError`` unless ``batch`` is a dict with ``input`` (images or rows) and ``target``."""
-    if not isinstance(batch, dict) or "input" not in batch or "target" not in batch:
-        raise ValueError(
-            "batches must be dicts with 'input' and 'target' (use a lit_xai DataModule), got "
-            f"{type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
-        )
-    if batch["input"].dim() not in (2, 4):
-        raise ValueError(
-            f"'input' must be images (B, C, H, W) or tabular rows (B, F), got shape {tuple(batch['input'].shape)}"
-        )
-
-
-class SaliencyGuidedModule(ClassifierModule):
+class SaliencyGuidedModule(MaskedClassifierModule):
     """Saliency-guided training around any backbone.
 
     Args:
@@ -121,27 +93,13 @@ class SaliencyGuidedModule(ClassifierModule):
             warmup_steps=warmup_steps,
             label_smoothing=label_smoothing,
         )
-        self._masker: Masker | None = None
-        self._masker_shape: tuple[int, ...] | None = None
 
-    def masker_for(self, x: Tensor) -> Masker:
-        """The masker for inputs shaped like ``x`` (built on first use, from the players of the input)."""
-        shape = tuple(x.shape[1:])
-        if self._masker is None or self._masker_shape != shape:
-            hp = self.hparams
-            players = players_for_input(x, hp.patch_size)
-            players.check_input(x)
-            num_masked(hp.mask_fraction, players.num_players)  # fails early if k masks no player
-            self._masker = build_saliency_masker(players, hp.masker, hp.fill, **(hp.masker_kwargs or {}))
-            self._masker_shape = shape
-        return self._masker
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            batch = example_batch(self.trainer)
-            if batch is not None:
-                check_input_batch(batch)
-                self.masker_for(batch["input"])
+    def build_masker(self, x: Tensor) -> Masker:
+        hp = self.hparams
+        players = players_for_input(x, hp.patch_size)
+        players.check_input(x)
+        num_masked(hp.mask_fraction, players.num_players)  # fails early if k masks no player
+        return build_saliency_masker(players, hp.masker, hp.fill, **(hp.masker_kwargs or {}))
 
     def masked_input_keep(self, x: Tensor, target: Tensor) -> Tensor:
         """Keep-mask ``(B, d)``: ``False`` on the ``mask_fraction`` lowest-saliency players of each sample."""
@@ -152,7 +110,7 @@ class SaliencyGuidedModule(ClassifierModule):
         return lowest_saliency_keep(saliency, self.hparams.mask_fraction)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        check_input_batch(batch)
+        self.check_batch(batch)
         x, y = batch["input"], batch["target"]
         keep = self.masked_input_keep(x, y)
         logits = self.model(x)
@@ -160,9 +118,7 @@ class SaliencyGuidedModule(ClassifierModule):
         loss, cross_entropy, kl = saliency_guided_loss(
             logits, masked_logits, y, self.hparams.kl_weight, self.hparams.label_smoothing
         )
-        self.train_accuracy(logits, y)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/cross_entropy", cross_entropy)
-        self.log("train/kl", kl)
-        self.log("train/accuracy", self.train_accuracy, prog_bar=True)
+        self.log_step(
+            "train", loss, logits, y, self.train_accuracy, {"cross_entropy": cross_entropy, "kl": kl}
+        )
         return loss

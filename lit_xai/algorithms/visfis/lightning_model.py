@@ -22,8 +22,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_xai.algorithms.classifier.lightning_model import ClassifierModule
-from lit_xai.algorithms.saliency_guided.lightning_model import check_input_batch, example_batch
+from lit_xai.algorithms.classifier.lightning_model import MaskedClassifierModule, check_input_batch
 from lit_xai.algorithms.saliency_guided.torch_model import (
     build_saliency_masker,
     output_gradient,
@@ -51,7 +50,7 @@ __all__ = ["VisFISModule"]
 TERMS = ("sufficiency", "uncertainty", "output_invariance", "attribution_invariance", "plausibility", "rrr")
 
 
-class VisFISModule(ClassifierModule):
+class VisFISModule(MaskedClassifierModule):
     """Train a classifier to be right for the right reasons, from human importance annotations.
 
     Args:
@@ -125,23 +124,16 @@ class VisFISModule(ClassifierModule):
             label_smoothing=label_smoothing,
         )
         self.loss_weights = {name: float(w) for name, w in weights.items() if w > 0}
-        self._masker: Masker | None = None
-        self._masker_shape: tuple[int, ...] | None = None
 
     @property
     def needs_annotation(self) -> bool:
         return bool(self.loss_weights)
 
-    def masker_for(self, x: Tensor) -> Masker:
-        """The masker (and its players, ``masker.players``) for inputs shaped like ``x``, built on first use."""
-        shape = tuple(x.shape[1:])
-        if self._masker is None or self._masker_shape != shape:
-            hp = self.hparams
-            players = players_for_input(x, hp.patch_size, hp.feature_groups)
-            players.check_input(x)
-            self._masker = build_saliency_masker(players, hp.masker, hp.fill, **(hp.masker_kwargs or {}))
-            self._masker_shape = shape
-        return self._masker
+    def build_masker(self, x: Tensor) -> Masker:
+        hp = self.hparams
+        players = players_for_input(x, hp.patch_size, hp.feature_groups)
+        players.check_input(x)
+        return build_saliency_masker(players, hp.masker, hp.fill, **(hp.masker_kwargs or {}))
 
     def check_batch(self, batch: Any, check_values: bool = True) -> Tensor | None:
         """Validate a batch; return its annotation (as floats) when a supervision term needs it."""
@@ -150,13 +142,6 @@ class VisFISModule(ClassifierModule):
             return None
         needed_by = f"VisFISModule ({', '.join(self.loss_weights)} > 0)"
         return check_annotation(batch["input"], batch.get("annotation"), needed_by, check_values)
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            batch = example_batch(self.trainer)
-            if batch is not None:  # fail before training starts, not at the first step
-                self.check_batch(batch)
-                self.masker_for(batch["input"])
 
     def supervision_terms(self, x: Tensor, y: Tensor, annotation: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The classification logits and every switched-on supervision term for one batch."""
@@ -198,10 +183,7 @@ class VisFISModule(ClassifierModule):
             logits, terms = self.supervision_terms(x, y, annotation)
         cross_entropy = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         loss = cross_entropy + sum(self.loss_weights[name] * value for name, value in terms.items())
-        self.train_accuracy(logits, y)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/cross_entropy", cross_entropy)
-        for name, value in terms.items():
-            self.log(f"train/{name}", value)
-        self.log("train/accuracy", self.train_accuracy, prog_bar=True)
+        self.log_step(
+            "train", loss, logits, y, self.train_accuracy, {"cross_entropy": cross_entropy, **terms}
+        )
         return loss

@@ -1,0 +1,289 @@
+"""Which network, players, masker and explainer the explanation callbacks use, and running it without side effects.
+
+Both callbacks explain the same kind of thing — a LightningModule's network on a few validation inputs — so the
+decisions live here once:
+
+- **the network**: ``pl_module.net.surrogate`` for a learned Shapley explainer (the game it estimates), else
+  ``pl_module.model``, or any attribute path the user names;
+- **the players**: ``pl_module.players`` (or its masker's) when the module has them, else a patch grid over the
+  image (the ViT's own patches, or about 8x8 cells) or one player per tabular column;
+- **the masker**: the module's own (``pl_module.masker``, ``pl_module.net.masker``, or that of the named network's
+  parent, e.g. ``selector.masker`` for ``network="selector.predictor"``), else zero filling
+  (:class:`~lit_xai.masking.BaselineFill`), as removal-based explanations are defined in Covert, Lundberg & Lee,
+  "Explaining by Removing" (JMLR 2021);
+- **the explainer**: ``method="self"`` uses the module's own ``attribute(x, target)`` (a learned explainer), any
+  other name builds a baseline from :mod:`lit_xai.attribution` on the network.
+
+Explaining never changes the run it watches (:func:`explaining`), and :func:`dry_run` explains two validation
+inputs in the callbacks' ``setup``, so a configuration that cannot work fails before any training step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.seed import isolate_rng
+from torch import Tensor, nn
+
+from lit_xai.attribution import ATTRIBUTIONS, GradCAM, build_attribution
+from lit_xai.attribution._spatial import is_vit
+from lit_xai.attribution.base import preserved_model_state, select_target
+from lit_xai.attribution.gradients import GradientAttribution
+from lit_xai.masking import BaselineFill, Masker, build_masker
+from lit_xai.players import FeatureGroups, PatchGrid, Players
+
+__all__ = [
+    "SELF_METHODS",
+    "TARGET_FREE_METHODS",
+    "Explanation",
+    "ExplainSetup",
+    "check_target_available",
+    "resolve_setup",
+    "explaining",
+    "explain",
+    "dry_run",
+    "predict",
+]
+
+#: Names that select the LightningModule's own learned explainer (``pl_module.attribute``).
+SELF_METHODS = ("self", "learned")
+#: Baselines whose maps do not depend on the class, so they need no target.
+TARGET_FREE_METHODS = frozenset({"attention_rollout", "last_layer_attention", "random"})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Network, players, masker, explainer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExplainSetup:
+    """Everything needed to explain inputs with one method."""
+
+    method: str
+    network: nn.Module
+    players: Players
+    masker: Masker
+    attribute: Callable[[Tensor, Tensor], Tensor]
+    needs_grad: bool
+    needs_target: bool
+
+
+def _resolve_network(pl_module: L.LightningModule, network: str | None) -> nn.Module:
+    if network is not None:
+        try:
+            module = pl_module.get_submodule(network)
+        except AttributeError as err:
+            raise ValueError(f"{type(pl_module).__name__} has no submodule {network!r}") from err
+        return module
+    net = getattr(pl_module, "net", None)
+    if isinstance(getattr(net, "surrogate", None), nn.Module):
+        return net.surrogate  # a learned Shapley explainer: explain the game it estimates
+    model = getattr(pl_module, "model", None)
+    if isinstance(model, nn.Module):
+        return model
+    raise ValueError(
+        f"cannot tell which network of {type(pl_module).__name__} to explain (no .model and no .net.surrogate); "
+        f"name it with network='<submodule>'"
+    )
+
+
+def _default_patch_side(side: int) -> int:
+    """The smallest patch side that divides ``side`` into at most 8 cells (1 for images of up to 8 pixels)."""
+    return next(p for p in range(1, side + 1) if side % p == 0 and side // p <= 8)
+
+
+def _owners(pl_module: L.LightningModule, network: str | None) -> list:
+    """Where a network's players and masker may live: the module, its ``net``, and the named network's parent."""
+    owners = [pl_module, getattr(pl_module, "net", None)]
+    if network is not None and "." in network:
+        parent = network.rsplit(".", 1)[0]  # e.g. "selector" for "selector.predictor"
+        owners.append(pl_module.get_submodule(parent))
+    return [owner for owner in owners if owner is not None]
+
+
+def _module_masker(owners: list) -> Masker | None:
+    for owner in owners:
+        masker = getattr(owner, "masker", None)
+        if isinstance(masker, Masker):
+            return masker
+    return None
+
+
+def _resolve_players(
+    owners: list, network: nn.Module, x: Tensor, patch_size: int | list[int] | None
+) -> Players:
+    players = next((owner.players for owner in owners if getattr(owner, "players", None) is not None), None)
+    if players is None and _module_masker(owners) is not None:
+        players = _module_masker(owners).players
+    if players is None:
+        if x.dim() == 2:
+            players = FeatureGroups(x.shape[1])
+        elif x.dim() == 4:
+            if patch_size is None:
+                if is_vit(network):
+                    patch_size = tuple(network.patch_embed.patch_size)
+                else:
+                    patch_size = tuple(_default_patch_side(side) for side in x.shape[-2:])
+            players = PatchGrid(tuple(x.shape[-2:]), patch_size)
+        else:
+            raise ValueError(
+                f"inputs must be images (B, C, H, W) or tabular rows (B, F), got shape {tuple(x.shape)}"
+            )
+    players.check_input(x)
+    return players
+
+
+def resolve_setup(
+    pl_module: L.LightningModule,
+    method: str,
+    sample: Tensor,
+    method_kwargs: Mapping[str, Any] | None = None,
+    patch_size: int | list[int] | None = None,
+    masker: str | None = None,
+    masker_kwargs: Mapping[str, Any] | None = None,
+    network: str | None = None,
+) -> ExplainSetup:
+    """Build the explainer for ``method`` on ``pl_module`` and check it fits inputs like ``sample``."""
+    model = _resolve_network(pl_module, network)
+    owners = _owners(pl_module, network)
+    players = _resolve_players(owners, model, sample, patch_size)
+    if masker is not None:
+        removal = build_masker(masker, players, **dict(masker_kwargs or {}))
+    else:
+        removal = _module_masker(owners) or BaselineFill(players)
+        if removal.num_players != players.num_players:
+            removal = BaselineFill(players)
+    own = getattr(pl_module, "attribute", None)
+    if method == "auto":
+        method = "self" if callable(own) else "gradient"
+    if method in SELF_METHODS:
+        if not callable(own):
+            raise ValueError(
+                f"method={method!r} explains with the module's own learned explainer, but "
+                f"{type(pl_module).__name__} has no attribute(x, target) method; choose a baseline instead: "
+                f"{', '.join(ATTRIBUTIONS)}"
+            )
+        return ExplainSetup(method, model, players, removal, own, needs_grad=False, needs_target=True)
+    explainer = build_attribution(method, model, players, masker=removal, **dict(method_kwargs or {}))
+    return ExplainSetup(
+        method,
+        model,
+        players,
+        removal,
+        explainer.attribute,
+        needs_grad=isinstance(explainer, (GradientAttribution, GradCAM)),
+        needs_target=method not in TARGET_FREE_METHODS,
+    )
+
+
+def check_target_available(
+    target: str, batch: Mapping[str, Tensor], setups: list[ExplainSetup], owner: str
+) -> None:
+    """``target="true"`` needs labels unless every method ignores the class."""
+    if target == "true" and "target" not in batch and any(setup.needs_target for setup in setups):
+        methods = [setup.method for setup in setups if setup.needs_target]
+        raise ValueError(
+            f"{owner}(target='true') explains the labelled class, but the validation data has no 'target' and "
+            f"{methods} need a class to explain; use target='predicted' (or 'auto') to explain the model's "
+            f"prediction"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running an explainer without side effects
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def explaining(pl_module: L.LightningModule) -> Iterator[None]:
+    """Evaluation mode, autograd allowed, training's random state untouched; everything restored on exit.
+
+    Validation hooks run under ``torch.inference_mode()``, in which gradient methods cannot work, so it is lifted.
+    The random state is isolated so that turning a callback on does not change the run it watches; the modules'
+    train/eval modes, ``requires_grad`` flags and batch-norm statistics are restored exactly.
+    """
+    with isolate_rng(), torch.inference_mode(False), preserved_model_state(pl_module):
+        pl_module.eval()
+        yield
+
+
+@dataclass
+class Explanation:
+    """Attributions of a batch: per-player values for the explained class."""
+
+    attributions: Tensor  # (B, d)
+    target: Tensor  # (B,) the class explained
+
+
+def predict(setup: ExplainSetup, x: Tensor) -> Tensor:
+    """The network's class probabilities ``(B, C)`` on the full input (through the masker, so models that take a
+    mask, e.g. with the mask appended, are called as they expect)."""
+    with torch.no_grad():
+        everyone = torch.ones(x.shape[0], setup.players.num_players, dtype=torch.bool, device=x.device)
+        return setup.masker(setup.network, x, everyone).float().softmax(-1)
+
+
+def dry_run(
+    pl_module: L.LightningModule,
+    setups: list[ExplainSetup],
+    batch: Mapping[str, Tensor],
+    target: str,
+    owner: str,
+) -> None:
+    """Explain two inputs at setup, so a method or network that cannot work fails before training starts."""
+    x = batch["input"][:2]
+    labels = batch["target"][:2] if "target" in batch else None
+    for setup in setups:
+        try:
+            with explaining(pl_module):
+                probabilities = predict(setup, x.to(pl_module.device))
+                if probabilities.dim() != 2:
+                    raise ValueError(
+                        f"the network returns outputs of shape {tuple(probabilities.shape)}, not class logits "
+                        f"(B, C); name the classifier with network='<submodule>'"
+                    )
+                if "target" in batch and int(batch["target"].max()) >= probabilities.shape[1]:
+                    raise ValueError(
+                        f"the labels go up to {int(batch['target'].max())} but the network has "
+                        f"{probabilities.shape[1]} outputs"
+                    )
+                explain(setup, x.to(pl_module.device), labels, target, probabilities)
+        except Exception as err:  # any failure here is a configuration problem: name the method and the model
+            raise ValueError(
+                f"{owner}: method {setup.method!r} failed on validation inputs of shape {tuple(x.shape)} with "
+                f"{type(setup.network).__name__}: {err}"
+            ) from err
+
+
+def explain(
+    setup: ExplainSetup,
+    x: Tensor,
+    labels: Tensor | None,
+    target_mode: str,
+    probabilities: Tensor | None = None,
+) -> Explanation:
+    """Explain ``x`` (call inside :func:`explaining`) for the labelled or the predicted class, per ``target_mode``.
+
+    ``probabilities`` (from :func:`predict`) are only needed to explain the predicted class; they are computed here
+    when missing, so callers that have them already save a forward pass.
+    """
+    if labels is not None and target_mode in ("auto", "true"):
+        target = labels.to(x.device).long()
+    else:
+        target = (predict(setup, x) if probabilities is None else probabilities).argmax(-1)
+    with torch.enable_grad() if setup.needs_grad else torch.no_grad():
+        values = setup.attribute(x, target)
+    if values.dim() == 3:  # an explainer that returned every class
+        values = select_target(values, target)
+    if values.shape != (x.shape[0], setup.players.num_players):
+        raise ValueError(
+            f"method {setup.method!r} returned attributions of shape {tuple(values.shape)}; expected "
+            f"({x.shape[0]}, {setup.players.num_players}), one value per player"
+        )
+    return Explanation(values.detach().float(), target)
