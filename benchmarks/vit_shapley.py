@@ -19,13 +19,14 @@ benchmarks/results/vit_shapley.json and benchmarks/results/vit_shapley.png.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import environment, interleaved_times, print_table, write_json
+from benchmarks.common import RESULTS, environment, interleaved_times, print_table, write_json
 from lit_xai.algorithms.vit_shapley import ExplainerModule
 from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap, ground_truth_shapley
 from lit_xai.cli import main as cli_main
@@ -129,6 +130,13 @@ def run_dataset(dataset: str, num_images: int, device: str) -> dict:
     }
 
 
+def previous_results() -> dict:
+    path = RESULTS / "vit_shapley.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("datasets", {})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -138,8 +146,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
-    results = {name: run_dataset(name, args.num_images, args.device) for name in args.datasets}
-    write_json("vit_shapley", {"datasets": results, "budgets": BUDGETS, "environment": environment()})
+    # Datasets run separately keep each other's results: the file holds the latest run of each dataset.
+    results = previous_results()
+    for name in args.datasets:
+        results[name] = run_dataset(name, args.num_images, args.device) | {"environment": environment()}
+    write_json("vit_shapley", {"datasets": results, "budgets": BUDGETS})
 
     rows = []
     for name, r in results.items():

@@ -78,3 +78,16 @@ def test_later_stage_without_previous_checkpoint_names_the_file(tmp_path, stage)
     )
     assert result.returncode != 0
     assert "checkpoint not found" in result.stderr
+
+
+def _model_checkpoints(config: dict) -> list[dict]:
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    return [c.get("init_args", {}) for c in callbacks if c.get("class_path", "").endswith("ModelCheckpoint")]
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("configs/*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_rerunning_a_stage_overwrites_the_checkpoint_the_next_stage_reads(path):
+    # Lightning's default renames a rerun's best.ckpt to best-v1.ckpt, and the next stage would silently keep
+    # reading the old best.ckpt.
+    for init_args in _model_checkpoints(yaml.safe_load(path.read_text())):
+        assert init_args.get("enable_version_counter") is False, f"{path.name}: {init_args.get('filename')}"

@@ -160,7 +160,7 @@ def test_short_fit_with_a_vit_and_token_dropping():
 
 SMALL_DATA = {
     "digits": [],
-    "shapes": ["--data.init_args.num_train=32", "--data.init_args.num_val=8", "--data.init_args.num_test=8"],
+    "shapes": ["--data.init_args.num_train=32", "--data.init_args.num_val=32", "--data.init_args.num_test=8"],
 }
 
 
