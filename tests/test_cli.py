@@ -85,7 +85,9 @@ def _model_checkpoints(config: dict) -> list[dict]:
     return [c.get("init_args", {}) for c in callbacks if c.get("class_path", "").endswith("ModelCheckpoint")]
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("configs/*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize(
+    "path", sorted(ROOT.glob("configs/*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}"
+)
 def test_rerunning_a_stage_overwrites_the_checkpoint_the_next_stage_reads(path):
     # Lightning's default renames a rerun's best.ckpt to best-v1.ckpt, and the next stage would silently keep
     # reading the old best.ckpt.
