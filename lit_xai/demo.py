@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--report-dir", type=Path, default=Path("outputs/demo"))
     parser.add_argument(
-        "--num-images", type=int, default=32, help="held-out images compared with exact values"
+        "--num-images", type=int, default=16, help="held-out images compared with exact values"
     )
     parser.add_argument("--retrain", action="store_true", help="train every stage again")
     parser.add_argument(
