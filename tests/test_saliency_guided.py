@@ -165,7 +165,8 @@ SMALL_DATA = {
 
 
 @pytest.mark.parametrize("dataset", ["digits", "shapes"])
-def test_config_fits(dataset, tmp_path):
+def test_config_fits(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs write to ./outputs: keep the repository clean
     cli_main(
         [
             "fit",

@@ -261,7 +261,8 @@ def test_patch_players_and_all_terms_on_a_cnn():
 
 
 @pytest.mark.parametrize("config", ["baseline", "rrr", "visfis", "clean"])
-def test_config_fits(config, tmp_path):
+def test_config_fits(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs write to ./outputs: keep the repository clean
     cli_main(
         [
             "fit",
