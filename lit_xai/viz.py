@@ -179,9 +179,10 @@ def curves(
         if bands and name in bands:
             band = torch.as_tensor(bands[name], dtype=torch.float64)
             ax.fill_between(xs.numpy(), (ys - band).numpy(), (ys + band).numpy(), alpha=0.2)
-    for name, level in (hlines or {}).items():
-        ax.axhline(level, linestyle="--", color="black", linewidth=1)
-        ax.annotate(name, (0.01, level), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
+    # Reference lines take the next colours of the cycle and go in the legend: text labels on the lines would
+    # overlap when two levels are close.
+    for k, (name, level) in enumerate((hlines or {}).items(), start=len(series)):
+        ax.axhline(level, linestyle="--", color=f"C{k % 10}", linewidth=1, label=name)
     if logx:
         ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
