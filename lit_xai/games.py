@@ -9,6 +9,7 @@ out.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 
@@ -93,6 +94,14 @@ class ModelGame:
                     out = out.gather(-1, self.target[inputs].unsqueeze(-1))
                 outputs.append(out)
         return torch.cat(outputs).reshape(num_inputs, num_coalitions, -1)
+
+    def subset(self, rows: Tensor) -> ModelGame:
+        """The same game on some of the inputs (``rows`` index ``x``); estimators use it to stop evaluating inputs
+        whose estimates have converged."""
+        game = copy.copy(self)
+        game.x = self.x[rows]
+        game.target = None if self.target is None else self.target[rows]
+        return game
 
     def null(self) -> Tensor:
         """``v(∅)`` per input, ``(B, C)``."""

@@ -63,39 +63,61 @@ class Masker:
 
 
 def _check_vit(model: nn.Module, masker: str) -> None:
+    """Refuse, naming the family, the ViTs whose tokens the maskers cannot drop or hide exactly."""
     needed = ("patch_embed", "_pos_embed", "blocks", "norm", "num_prefix_tokens", "fc_norm", "head")
     missing = [name for name in needed if not hasattr(model, name)]
     if missing:
         raise ValueError(
-            f"{masker} needs a timm VisionTransformer (missing {', '.join(missing)} on {type(model).__name__}); "
-            f"use BaselineFill for other models"
+            f"{masker} needs a timm VisionTransformer or Eva (missing {', '.join(missing)} on {type(model).__name__}; "
+            f"relative-position ViTs and hierarchical models such as Swin are not supported); use BaselineFill"
         )
     if getattr(model, "attn_pool", None) is not None:
         raise ValueError(
             f"{masker} does not support attention-pooled (MAP head) ViTs; use BaselineFill instead"
         )
+    if getattr(model, "rope_mixed", False):
+        raise ValueError(
+            f"{masker} does not support depth-dependent ('mixed') rotary embeddings ({type(model).__name__}); "
+            f"use BaselineFill instead"
+        )
+    if getattr(model, "head_dist", None) is not None and model.training and model.distilled_training:
+        raise ValueError(
+            f"{masker}: a distilled DeiT in distillation training returns two outputs; call "
+            f"model.set_distilled_training(False) or explain it in eval mode"
+        )
 
 
-def _embed(model: nn.Module, x: Tensor) -> Tensor:
-    """Patch tokens with position embeddings and prefix tokens, exactly as timm's ``forward_features`` starts."""
-    tokens = model._pos_embed(model.patch_embed(x))
-    return model.norm_pre(model.patch_drop(tokens))
+def _embed(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Patch tokens with position embeddings and prefix tokens, exactly as timm's ``forward_features`` starts, and
+    the rotary position embedding of the patches ``(num_patches, D)`` for RoPE models (timm's ``Eva``; else None)."""
+    embedded = model._pos_embed(model.patch_embed(x))
+    if isinstance(embedded, tuple):  # Eva: (tokens, rope); its patch dropout already ran inside _pos_embed
+        tokens, rope = embedded
+    else:
+        tokens, rope = model.patch_drop(embedded), None
+    return model.norm_pre(tokens), rope
 
 
-def _run_blocks(model: nn.Module, tokens: Tensor, key_visible: Tensor | None) -> Tensor:
-    if key_visible is None:
+def _run_blocks(model: nn.Module, tokens: Tensor, key_visible: Tensor | None, rope: Tensor | None) -> Tensor:
+    if key_visible is None and rope is None:
         return model.norm(model.blocks(tokens))
-    # Additive mask (B, 1, 1, N): a large negative number rather than -inf keeps padded query rows finite.
-    bias = torch.zeros(key_visible.shape, dtype=tokens.dtype, device=tokens.device)
-    bias = bias.masked_fill(~key_visible, torch.finfo(tokens.dtype).min)[:, None, None, :]
+    bias = None
+    if key_visible is not None:
+        # Additive mask (B, 1, 1, N): a large negative number rather than -inf keeps padded query rows finite.
+        bias = torch.zeros(key_visible.shape, dtype=tokens.dtype, device=tokens.device)
+        bias = bias.masked_fill(~key_visible, torch.finfo(tokens.dtype).min)[:, None, None, :]
     for block in model.blocks:
-        tokens = block(tokens, attn_mask=bias)
+        tokens = block(tokens, attn_mask=bias) if rope is None else block(tokens, rope=rope, attn_mask=bias)
     return model.norm(tokens)
 
 
 def _head(model: nn.Module, tokens: Tensor, patch_visible: Tensor) -> Tensor:
     """timm's ``forward_head`` with average pooling restricted to the visible patch tokens."""
     prefix = model.num_prefix_tokens
+    if getattr(model, "head_dist", None) is not None:
+        # DeiT distilled: at inference timm averages the class-token head and the distillation-token head.
+        cls_logits = model.head(model.head_drop(tokens[:, 0]))
+        return (cls_logits + model.head_dist(model.head_drop(tokens[:, 1]))) / 2
     pool = model.global_pool
     if pool == "token":
         pooled = tokens[:, 0]
@@ -117,6 +139,11 @@ def _check_not_empty(model: nn.Module, token_keep: Tensor, masker: str) -> None:
             f"{masker}: this ViT has no prefix (class/register) token, so a coalition with no players leaves "
             f"nothing to attend to; use a ViT with a class token, or BaselineFill"
         )
+
+
+def _empty_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Logits ``(0, num_classes)`` for an empty batch (a model run on no rows returns no rows, not None)."""
+    return x.new_zeros(0, model.num_classes)
 
 
 def _token_keep(model: nn.Module, grid: Players, keep: Tensor, masker: str) -> Tensor:
@@ -150,12 +177,14 @@ class TokenDrop(Masker):
 
     def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
         token_keep = _token_keep(model, self.players, keep, "TokenDrop")
-        tokens = _embed(model, x)
+        if x.shape[0] == 0:
+            return _empty_logits(model, x)
+        tokens, rope = _embed(model, x)
         prefix = model.num_prefix_tokens
         counts = token_keep.sum(1)
         logits: Tensor | None = None
         for rows in bucket_rows(counts, self.num_buckets, prefix):
-            out = self._forward_rows(model, tokens[rows], token_keep[rows], counts[rows], prefix)
+            out = self._forward_rows(model, tokens[rows], token_keep[rows], counts[rows], prefix, rope)
             if logits is None:
                 logits = out.new_empty(x.shape[0], out.shape[1])
             logits[rows] = out
@@ -163,17 +192,21 @@ class TokenDrop(Masker):
 
     @staticmethod
     def _forward_rows(
-        model: nn.Module, tokens: Tensor, token_keep: Tensor, counts: Tensor, prefix: int
+        model: nn.Module, tokens: Tensor, token_keep: Tensor, counts: Tensor, prefix: int, rope: Tensor | None
     ) -> Tensor:
         longest = int(counts.max())
         # Stable sort on "missing" puts kept tokens first, in their original order.
         positions = (~token_keep).to(torch.int8).argsort(dim=1, stable=True)[:, :longest]
         patch_tokens = tokens[:, prefix:].gather(1, positions.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
         sequence = torch.cat([tokens[:, :prefix], patch_tokens], dim=1)
+        if (
+            rope is not None
+        ):  # each kept token keeps its own rotary embedding: (B, 1, longest, D), one per row
+            rope = rope[positions].unsqueeze(1)
         visible = torch.arange(longest, device=counts.device) < counts.unsqueeze(1)
         padded = not bool(visible.all())
         key_visible = torch.cat([visible.new_ones(visible.shape[0], prefix), visible], 1) if padded else None
-        return _head(model, _run_blocks(model, sequence, key_visible), visible)
+        return _head(model, _run_blocks(model, sequence, key_visible, rope), visible)
 
 
 def bucket_rows(counts: Tensor, num_buckets: int, prefix: int = 0) -> list[Tensor]:
@@ -226,10 +259,12 @@ class AttentionMask(Masker):
 
     def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
         token_keep = _token_keep(model, self.players, keep, "AttentionMask")
-        tokens = _embed(model, x)
+        if x.shape[0] == 0:
+            return _empty_logits(model, x)
+        tokens, rope = _embed(model, x)
         prefix = model.num_prefix_tokens
         key_visible = torch.cat([token_keep.new_ones(token_keep.shape[0], prefix), token_keep], dim=1)
-        return _head(model, _run_blocks(model, tokens, key_visible), token_keep)
+        return _head(model, _run_blocks(model, tokens, key_visible, rope), token_keep)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -152,11 +152,13 @@ class KernelShapResult:
         values: Shapley value estimates ``(d, C)`` or ``(B, d, C)``; exactly efficient
             (``values.sum(-2) == v(all) - v(∅)``).
         std: estimated standard deviation of each estimate, same shape; NaN until enough samples were drawn
-            for a variance estimate (``min_variance_groups`` groups).
-        num_evaluations: coalitions evaluated per input, the empty and the full coalition included.
+            for a variance estimate (``variance_groups`` groups).
+        num_evaluations: coalitions evaluated for the input that ran longest, the empty and full coalition included.
+        evaluations: coalitions evaluated per input, ``()`` or ``(B,)``: each input stops on its own.
         converged: whether every input met the stopping rule before the evaluation cap.
         ratio: ``max_c max_i std / (max_i φ - min_i φ)`` per input, ``()`` or ``(B,)`` (inf before a std exists).
-        trajectory: ``(num_evaluations, values)`` after every batch, when asked for.
+        trajectory: ``(num_evaluations, values)`` after every batch, when asked for (an input that has stopped
+            keeps its final values).
     """
 
     values: Tensor
@@ -164,30 +166,42 @@ class KernelShapResult:
     num_evaluations: int
     converged: bool
     ratio: Tensor
+    evaluations: Tensor
     trajectory: list[tuple[int, Tensor]] = field(default_factory=list)
 
 
-def _constrained_solve(a: Tensor, b: Tensor, delta: Tensor) -> Tensor | None:
+def _inverse_factors(a: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Eigen-decomposition of ``A``, or ``None`` while ``A`` is (numerically) singular: players not identified."""
+    eigvals, eigvecs = torch.linalg.eigh(a)
+    if eigvals[0] <= _RCOND * eigvals[-1]:
+        return None
+    return eigvals, eigvecs
+
+
+def _constrained_solve(a: Tensor, b: Tensor, delta: Tensor) -> tuple[Tensor, Tensor] | None:
     """Minimise the kernel-weighted squared error subject to ``Σ_i φ_i = delta``.
 
     With ``A = E[z zᵀ]`` and ``b = E[z (v(z) - v(∅))]`` the Lagrangian gives
     ``φ = A⁻¹ (b - 1 (1ᵀA⁻¹b - delta) / (1ᵀA⁻¹1))``. ``a`` is ``(d, d)``, ``b`` is ``(B, d, C)``, ``delta``
-    is ``(B, C)``. Returns ``None`` while ``A`` is (numerically) singular, i.e. not every player is identified yet.
+    is ``(B, C)``. Returns ``(φ, M)`` with ``M = A⁻¹ - A⁻¹11ᵀA⁻¹ / (1ᵀA⁻¹1)``, the derivative of ``φ`` with
+    respect to ``b - Aφ`` (used for the variance), or ``None`` while ``A`` is singular.
     """
-    eigvals, eigvecs = torch.linalg.eigh(a)
-    if eigvals[0] <= _RCOND * eigvals[-1]:
+    factors = _inverse_factors(a)
+    if factors is None:
         return None
+    eigvals, eigvecs = factors
     bsz, d, c = b.shape
-    ones = torch.ones(d, 1, dtype=a.dtype, device=a.device)
-    rhs = torch.cat([ones, b.permute(1, 0, 2).reshape(d, bsz * c)], 1)
-    solved = eigvecs @ ((eigvecs.T @ rhs) / eigvals.unsqueeze(1))  # A⁻¹ [1 | b], one factorisation
-    inv_one, inv_b = solved[:, :1], solved[:, 1:]
-    multiplier = (inv_b.sum(0) - delta.reshape(-1)) / inv_one.sum()
-    return (inv_b - inv_one * multiplier).reshape(d, bsz, c).permute(1, 0, 2)
+    inverse = (eigvecs / eigvals) @ eigvecs.T
+    inv_one = inverse.sum(1, keepdim=True)  # A⁻¹1 (A is symmetric)
+    projector = inverse - inv_one @ inv_one.T / inv_one.sum()
+    inv_b = torch.einsum("ij,bjc->bic", inverse, b)
+    multiplier = (inv_b.sum(1) - delta) / inv_one.sum()  # (B, C)
+    return inv_b - inv_one.view(1, d, 1) * multiplier.unsqueeze(1), projector
 
 
 class _Moments:
-    """Running sums of ``z zᵀ`` and ``z (v(z) - v(∅))``; with pairs each half has weight 1/2, so a pair is one sample."""
+    """Sums of ``z zᵀ`` and ``z (v(z) - v(∅))`` over ``n`` samples; with pairs each half has weight 1/2, so a pair is
+    one sample."""
 
     def __init__(self, bsz: int, d: int, c: int, device: torch.device) -> None:
         self.a = torch.zeros(d, d, dtype=torch.float64, device=device)
@@ -199,8 +213,66 @@ class _Moments:
         self.b += weight * torch.einsum("nd,bnc->bdc", z, gains)
         self.n += weight * z.shape[0]
 
-    def solve(self, delta: Tensor) -> Tensor | None:
-        return _constrained_solve(self.a / self.n, self.b / self.n, delta)
+    def merge(self, other: _Moments) -> _Moments:
+        self.a += other.a
+        self.b += other.b
+        self.n += other.n
+        return self
+
+    def keep_inputs(self, rows: Tensor) -> None:
+        self.b = self.b[rows]
+
+
+class _BatchMeans:
+    """Variance of the constrained least-squares estimate by the delta method over batch means.
+
+    Samples go into consecutive groups of ``size`` samples. Linearising the solution around the pooled estimate
+    ``φ``, the error is ``M (b̂ - Âφ)`` (:func:`_constrained_solve`), a mean of per-sample terms; the variance of a
+    mean is estimated from the spread of its group means, ``Var(φ̂) ≈ size · Var_g[M (b_g - A_g φ)] / n``
+    (the batch-means method). Unlike solving each group on its own (Covert & Lee's grouping), a group need not
+    identify every player, so groups start at one sample and a standard deviation exists as soon as there are
+    ``4 d`` samples (with fewer, some players' terms barely vary and the delta method understates their noise). Between ``groups`` and ``2 * groups`` complete groups are kept: when there are twice as
+    many, neighbours are merged and ``size`` doubles, so memory stays bounded however long the run.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], device: torch.device, groups: int) -> None:
+        self.shape, self.device, self.groups = shape, device, groups
+        self.complete: list[_Moments] = []
+        self.size = 1.0
+        self.current = _Moments(*shape, device)
+
+    def add(self, z: Tensor, gains: Tensor, weight: float) -> None:
+        start, rows = 0, z.shape[0]
+        while start < rows:
+            stop = min(rows, start + math.ceil((self.size - self.current.n) / weight - 1e-9))
+            self.current.add(z[start:stop], gains[:, start:stop], weight)
+            start = stop
+            if self.current.n >= self.size - 1e-9:
+                self.complete.append(self.current)
+                self.current = _Moments(*self.shape, self.device)
+                if len(self.complete) == 2 * self.groups:
+                    pairs = zip(self.complete[::2], self.complete[1::2])
+                    self.complete = [first.merge(second) for first, second in pairs]
+                    self.size *= 2
+
+    def keep_inputs(self, rows: Tensor) -> None:
+        self.shape = (len(rows), *self.shape[1:])
+        for moments in [*self.complete, self.current]:
+            moments.keep_inputs(rows)
+
+    def std(self, phi: Tensor, projector: Tensor, total: float) -> Tensor:
+        """Standard deviation of the pooled estimate ``φ`` ``(B, d, C)``; NaN before ``groups`` groups exist."""
+        d = phi.shape[1]
+        if len(self.complete) < self.groups or total < 4 * d:
+            return torch.full_like(phi, float("nan"))
+        a = torch.stack([g.a for g in self.complete])  # (G, d, d)
+        b = torch.stack([g.b for g in self.complete])  # (G, B, d, C)
+        residual = (b - torch.einsum("gij,bjc->gbic", a, phi)) / self.size
+        influence = torch.einsum("ij,gbjc->gbic", projector, residual)
+        # Residuals around a fitted φ understate the noise by about (n - fitted parameters) / n, the d - 1 free
+        # values here (the HC1 correction of sandwich variances); it matters only in the first few batches.
+        correction = total / (total - d + 1)
+        return (influence.var(dim=0) * self.size / total * correction).sqrt()
 
 
 def _std_ratio(phi: Tensor, std: Tensor) -> Tensor:
@@ -221,8 +293,7 @@ def kernel_shap(
     threshold: float | None = 0.01,
     max_evaluations: int = 100_000,
     min_evaluations: int = 0,
-    variance_group_size: int | None = None,
-    min_variance_groups: int = 10,
+    variance_groups: int = 32,
     return_trajectory: bool = False,
     generator: torch.Generator | None = None,
 ) -> KernelShapResult:
@@ -231,29 +302,36 @@ def kernel_shap(
     Coalitions are drawn from the Shapley kernel with exact cardinality; ``A = E[z zᵀ]`` and
     ``b = E[z (v(z) - v(∅))]`` are accumulated in float64 (with pairs, the pair's average is one sample) and the
     equality-constrained least-squares problem is solved in closed form after every batch, so efficiency holds
-    exactly at every step. The standard deviation follows the paper: samples are split into groups of
-    ``variance_group_size`` samples, each group is solved on its own, and the variance of those independent
-    estimates, scaled by group size over total samples, is the variance of the pooled estimate. Sampling stops
-    when ``ratio = max std / (max φ - min φ) < threshold`` for every output of every input, or at the cap.
+    exactly at every step. The standard deviation of every value is estimated by the delta method over batch
+    means (:class:`_BatchMeans`), available as soon as the coalitions identify every player. Each input stops on
+    its own as soon as ``ratio = max std / (max φ - min φ) < threshold`` over all its outputs (its values are then
+    frozen, and a game with a ``subset(rows)`` method, such as :class:`ModelGame`, stops evaluating it), or at the
+    cap. Inputs share the sampled coalitions, so an input's result is the same alone or in a batch.
     ``v(∅)`` and ``v(all)`` are evaluated once.
 
     Args:
         game: maps a keep-mask ``(N, d)`` to values ``(N, C)`` or ``(B, N, C)`` (all inputs share coalitions).
         num_players: number of players ``d``.
-        batch_size: coalitions evaluated per step (even when ``paired``).
+        batch_size: coalitions evaluated per step (even when ``paired``); the stopping rule is checked after
+            every step.
         paired: sample each coalition together with its complement (variance reduction).
         threshold: stop when the std ratio falls below it; ``None`` runs to ``max_evaluations``.
         max_evaluations: cap on coalitions evaluated per input (the empty and full coalition included).
-        min_evaluations: do not stop before this many evaluations.
-        variance_group_size: samples (pairs when ``paired``) per independent group estimate; default ``10 d``
-            (enough for each group's ``A`` to be invertible).
-        min_variance_groups: group estimates needed before a std is reported. Covert & Lee use 5; with 5 the
-            variance estimate is so noisy that loose thresholds stop on an underestimate, 10 keeps the std honest.
+        min_evaluations: do not stop an input before this many evaluations.
+        variance_groups: batch means kept for the variance (between this and twice this); a std is reported once
+            this many groups exist.
         return_trajectory: record ``(num_evaluations, values)`` after every batch.
         generator: random generator for reproducible sampling (coalitions are drawn on its device).
 
     Returns:
         A :class:`KernelShapResult`; ``values`` has shape ``(d, C)`` or ``(B, d, C)``.
+
+    Example:
+        >>> w = torch.tensor([1.0, -2.0, 0.5])
+        >>> game = lambda keep: (keep.double() @ w.double()).unsqueeze(-1)  # additive: v(S) = Σ_{i∈S} w_i
+        >>> result = kernel_shap(game, 3, generator=torch.Generator().manual_seed(0))
+        >>> [round(value, 9) for value in result.values.squeeze(-1).tolist()], result.converged
+        ([1.0, -2.0, 0.5], True)
     """
     d = _check_num_players(num_players)
     step = 2 if paired else 1
@@ -270,8 +348,8 @@ def kernel_shap(
             f"need 2 + {step} <= max_evaluations and min_evaluations <= max_evaluations, "
             f"got min_evaluations={min_evaluations}, max_evaluations={max_evaluations}"
         )
-    if (variance_group_size is not None and variance_group_size < 1) or min_variance_groups < 2:
-        raise ValueError("variance_group_size must be positive and min_variance_groups at least 2")
+    if variance_groups < 2:
+        raise ValueError(f"variance_groups must be at least 2, got {variance_groups}")
     device = getattr(game, "device", None)
 
     ends = torch.stack([torch.zeros(d, dtype=torch.bool), torch.ones(d, dtype=torch.bool)])
@@ -279,75 +357,99 @@ def kernel_shap(
     dtype, out_device = _result_dtype(v_ends), v_ends.device
     v_null, delta = v_ends[:, 0].double(), v_ends[:, 1].double() - v_ends[:, 0].double()
     shape = (v_ends.shape[0], d, v_ends.shape[2])
-
-    def result(phi: Tensor, std: Tensor, n_eval: int, converged: bool, ratio: Tensor) -> KernelShapResult:
-        phi, std = phi.to(dtype), std.to(dtype)
-        if single:
-            phi, std, ratio = phi[0], std[0], ratio[0]
-        return KernelShapResult(phi, std, n_eval, converged, ratio, trajectory)
-
+    # Final answers per input, filled in as inputs stop; `active` are the inputs still being sampled.
+    phi_out = torch.full(shape, float("nan"), dtype=torch.float64, device=out_device)
+    std_out = torch.full_like(phi_out, float("nan"))
+    ratio_out = torch.full((shape[0],), torch.inf, dtype=torch.float64, device=out_device)
+    evaluations_out = torch.full((shape[0],), 2, dtype=torch.long)
+    active = torch.arange(shape[0], device=out_device)
     trajectory: list[tuple[int, Tensor]] = []
-    if d == 1:  # one player takes everything
-        phi = delta.unsqueeze(1)
-        trajectory += [(2, (phi[0] if single else phi).to(dtype))] if return_trajectory else []
-        return result(phi, torch.zeros_like(phi), 2, True, torch.zeros(shape[0], device=out_device))
 
-    sampler = ShapleySampler(d, paired=paired)
-    weight = 1.0 / step  # a pair is one sample: each half counts 1/2
-    group_size = 10 * d if variance_group_size is None else variance_group_size
-    total, group, group_goal = _Moments(*shape, out_device), _Moments(*shape, out_device), group_size
-    estimates, group_sizes = [], []
-    evaluations, converged, phi = 2, False, None
-    while (rows := min(batch_size, max_evaluations - evaluations) // step * step) > 0:
-        keep = sampler.sample(rows, generator=generator)
-        values, _ = _evaluate(game, keep.to(device) if device is not None else keep, v_ends)
-        evaluations += rows
-        z = keep.to(device=out_device, dtype=torch.float64)
-        gains = values.double() - v_null.unsqueeze(1)
-        total.add(z, gains, weight)
-        # Split the batch at group boundaries: more, smaller groups give a steadier variance estimate.
-        start = 0
-        while start < rows:
-            stop = min(rows, start + math.ceil((group_goal - group.n) / weight))
-            group.add(z[start:stop], gains[:, start:stop], weight)
-            start = stop
-            if group.n >= group_goal:
-                estimate = group.solve(delta)
-                if estimate is None:  # the group does not identify every player yet: let it grow
-                    group_goal += group_size
-                    continue
-                estimates.append(estimate)
-                group_sizes.append(group.n)
-                group, group_goal = _Moments(*shape, out_device), group_size
+    def result(converged: bool) -> KernelShapResult:
+        phi, std, ratio, used = phi_out.to(dtype), std_out.to(dtype), ratio_out, evaluations_out
+        if single:
+            phi, std, ratio, used = phi[0], std[0], ratio[0], used[0]
+        return KernelShapResult(phi, std, int(evaluations_out.max()), converged, ratio, used, trajectory)
 
-        current = total.solve(delta)
-        if current is None:
-            continue
-        phi = current
-        if len(estimates) >= min_variance_groups:
-            mean_group = sum(group_sizes) / len(group_sizes)
-            std = (torch.stack(estimates).var(dim=0) * mean_group / total.n).sqrt()
-        else:
-            std = torch.full_like(phi, float("nan"))
-        ratio = _std_ratio(phi, std)
+    def record(n_eval: int) -> None:
         if return_trajectory:
-            trajectory.append((evaluations, (phi[0] if single else phi).to(dtype)))
-        if threshold is not None and evaluations >= min_evaluations and bool((ratio < threshold).all()):
-            converged = True
-            break
+            trajectory.append((n_eval, (phi_out[0] if single else phi_out).to(dtype).clone()))
 
-    if phi is None:
+    if d == 1:  # one player takes everything
+        phi_out, std_out, ratio_out = (
+            delta.unsqueeze(1),
+            torch.zeros_like(phi_out),
+            torch.zeros_like(ratio_out),
+        )
+        record(2)
+        return result(True)
+
+    sampler, whole_game = ShapleySampler(d, paired=paired), game
+    weight = 1.0 / step  # a pair is one sample: each half counts 1/2
+    total, spread = _Moments(*shape, out_device), _BatchMeans(shape, out_device, variance_groups)
+    evaluations, identified = 2, False
+    while len(active) and (rows := min(batch_size, max_evaluations - evaluations) // step * step) > 0:
+        keep = sampler.sample(rows, generator=generator)
+        values, _ = _evaluate(game, keep.to(device) if device is not None else keep)
+        if values.shape[0] != len(active) or values.shape[2] != shape[2]:
+            raise ValueError(
+                f"the game returned (B, C) = {(values.shape[0], values.shape[2])} after returning "
+                f"{(len(active), shape[2])}; a game must keep its inputs and outputs fixed"
+            )
+        evaluations += rows
+        evaluations_out[active.cpu()] = evaluations
+        z = keep.to(device=out_device, dtype=torch.float64)
+        gains = values.double() - v_null[active].unsqueeze(1)
+        total.add(z, gains, weight)
+        spread.add(z, gains, weight)
+        solved = _constrained_solve(total.a / total.n, total.b / total.n, delta[active])
+        if solved is None:
+            continue
+        identified = True
+        phi, projector = solved
+        std = spread.std(phi, projector, total.n)
+        ratio = _std_ratio(phi, std)
+        phi_out[active], std_out[active], ratio_out[active] = phi, std, ratio
+        record(evaluations)
+        if threshold is None or evaluations < min_evaluations:
+            continue
+        running = ~(ratio < threshold)
+        if bool(running.all()):
+            continue
+        active, rows_left = active[running], running.nonzero().squeeze(1)
+        if len(active) == 0:
+            break
+        total.keep_inputs(rows_left)
+        spread.keep_inputs(rows_left)
+        subset = getattr(game, "subset", None)
+        if subset is not None:
+            game = subset(rows_left.to(device) if device is not None else rows_left)
+        else:  # a plain callable keeps returning every input: drop the stopped ones from its answers
+            game = _select_rows(whole_game, active)
+
+    if not identified:
         raise ValueError(
             f"KernelSHAP could not identify all {d} players' values from {evaluations} evaluations "
             f"(the sampled coalitions do not determine them yet); raise max_evaluations"
         )
+    converged = bool((ratio_out < threshold).all()) if threshold is not None else False
     if threshold is not None and not converged:
         warnings.warn(
             f"KernelSHAP reached max_evaluations={max_evaluations} before converging (std ratio "
-            f"{float(ratio.max()):.3g} >= threshold {threshold}); raise max_evaluations or the threshold",
+            f"{float(ratio_out.max()):.3g} >= threshold {threshold}); raise max_evaluations or the threshold",
             stacklevel=2,
         )
-    return result(phi, std, evaluations, converged, ratio)
+    return result(converged)
+
+
+def _select_rows(game: Game, rows: Tensor) -> Game:
+    """The game restricted to some of its inputs, for games that cannot be restricted themselves."""
+
+    def restricted(keep: Tensor) -> Tensor:
+        values = game(keep)
+        return values[rows.to(values.device)] if values.dim() == 3 else values
+
+    return restricted
 
 
 def shapley_values(

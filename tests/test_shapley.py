@@ -204,11 +204,91 @@ def test_kernel_shap_on_an_unbatched_game_and_the_cap():
     torch.testing.assert_close(result.values.sum(0), table[-1] - table[0], atol=1e-10, rtol=0)
 
 
-def test_kernel_shap_std_is_nan_until_enough_groups():
+def test_kernel_shap_std_is_nan_until_enough_samples():
     d = 6
     game = table_game(torch.randn(2**d, 1, dtype=torch.float64), d)
-    result = kernel_shap(game, d, threshold=None, max_evaluations=2 + 64, batch_size=64)
+    # 16 pairs identify 6 players, but a std needs 32 batch means and 4 d samples.
+    result = kernel_shap(game, d, threshold=None, max_evaluations=2 + 32, batch_size=32)
     assert result.std.isnan().all() and torch.isinf(result.ratio) and not result.converged
+    result = kernel_shap(game, d, threshold=None, max_evaluations=2 + 64, batch_size=64)
+    assert result.std.isfinite().all() and torch.isfinite(result.ratio)
+
+
+def test_kernel_shap_stops_at_once_where_it_is_exact():
+    # Paired KernelSHAP is exact for games of order <= 2 (additive plus pairwise terms): once the players are
+    # identified the std is zero, so 196 players stop at the first std (4 d pairs), far below the cap.
+    d = 196
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(d, dtype=torch.float64, generator=gen)
+    q = torch.randn(d, d, dtype=torch.float64, generator=gen) / d
+    result = kernel_shap(
+        lambda keep: (keep.double() @ w + ((keep.double() @ q) * keep.double()).sum(1)).unsqueeze(-1),
+        d,
+        batch_size=2048,
+        max_evaluations=10_000,
+        generator=torch.Generator().manual_seed(1),
+    )
+    exact = w + q.diagonal() + (q + q.T).sum(1) / 2 - q.diagonal()
+    assert result.converged and result.num_evaluations == 2 + 2048
+    torch.testing.assert_close(result.values[:, 0], exact, atol=1e-9, rtol=0)
+
+
+def test_kernel_shap_std_is_calibrated_and_the_threshold_holds():
+    # Over repeated runs stopped by the rule, errors against exact values divided by the reported std behave like
+    # standard normals (RMS near 1), and the realised error is the threshold's size: the threshold means what it says.
+    d, threshold = 12, 0.02
+    game = mlp_game(num_features=d, num_inputs=3, seed=1)
+    exact = exact_shapley(game, d)
+    spread = exact.amax(1) - exact.amin(1)
+    z, realised = [], []
+    for seed in range(10):
+        result = kernel_shap(
+            game, d, threshold=threshold, batch_size=64, generator=torch.Generator().manual_seed(seed)
+        )
+        assert result.converged
+        z.append(((result.values - exact) / result.std).flatten())
+        realised.append(((result.values - exact).abs().amax(1) / spread).amax(-1))
+    z = torch.cat(z)
+    assert 0.7 < float(z.pow(2).mean().sqrt()) < 1.4
+    assert float((z.abs() > 3).float().mean()) < 0.03
+    # The worst of an input's 36 errors (12 players, 3 classes), relative to its range, is the threshold's size: the threshold bounds the
+    # largest std, so the worst error is a few of the (mostly smaller) stds.
+    realised = torch.stack(realised)
+    assert threshold / 2 < float(realised.median()) < 2 * threshold
+    assert float(realised.max()) < 4 * threshold
+
+
+def test_kernel_shap_inputs_stop_on_their_own_and_alone_equals_batched():
+    d = 9
+    game = mlp_game(num_features=d, num_inputs=3, seed=4)
+    batched = kernel_shap(game, d, threshold=0.01, batch_size=64, generator=torch.Generator().manual_seed(5))
+    assert batched.converged and batched.evaluations.shape == (3,)
+    assert batched.num_evaluations == int(batched.evaluations.max())
+    assert len(set(batched.evaluations.tolist())) > 1  # not every input needs the same budget
+    for i in range(3):
+        single_game = ModelGame(game.model, game.masker, game.x[i : i + 1])
+        single = kernel_shap(
+            single_game, d, threshold=0.01, batch_size=64, generator=torch.Generator().manual_seed(5)
+        )
+        assert int(single.evaluations[0]) == int(batched.evaluations[i])
+        torch.testing.assert_close(single.values[0], batched.values[i], atol=1e-6, rtol=0)
+
+
+def test_kernel_shap_stops_evaluating_inputs_that_converged():
+    d = 9
+    game = mlp_game(num_features=d, num_inputs=3, seed=4)
+    evaluated = []
+
+    class Counting(ModelGame):
+        def __call__(self, keep):
+            evaluated.append(self.x.shape[0] * keep.shape[0])
+            return super().__call__(keep)
+
+    counting = Counting(game.model, game.masker, game.x)
+    result = kernel_shap(
+        counting, d, threshold=0.01, batch_size=64, generator=torch.Generator().manual_seed(5)
+    )
+    assert sum(evaluated) == int(result.evaluations.sum())
 
 
 def test_kernel_shap_constant_game_converges_to_zero():

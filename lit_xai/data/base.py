@@ -102,6 +102,40 @@ class TensorDictDataset(Dataset):
         return item
 
 
+def split_standardized(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    normalize: bool,
+) -> tuple[tuple[TensorDictDataset, TensorDictDataset, TensorDictDataset], tuple, float | None, float | None]:
+    """Stratified train/val/test datasets of one pool of images, standardised with the training split's statistics.
+
+    The one copy of what the image-pool modules (digits, MNIST) do: split with :func:`stratified_split`, then, with
+    ``normalize``, subtract the training split's scalar mean and divide by its standard deviation (the validation
+    and test images never inform the statistics).
+
+    Args:
+        images: ``(N, C, H, W)`` float images.
+        labels: ``(N,)`` integer labels.
+        val_fraction: Share of each class for validation.
+        test_fraction: Share of each class for testing.
+        seed: Seed of the split.
+        normalize: Standardise as described above.
+
+    Returns:
+        ``((train, val, test), split_indices, mean, std)``; ``mean`` and ``std`` are ``None`` without ``normalize``.
+    """
+    splits = stratified_split(labels, val_fraction, test_fraction, seed)
+    mean = std = None
+    if normalize:
+        train = images[splits[0]]
+        mean, std = train.mean().item(), train.std().item()
+        images = (images - mean) / std
+    return tuple(TensorDictDataset(images[idx], labels[idx]) for idx in splits), splits, mean, std
+
+
 class SplitDataModule(L.LightningDataModule):
     """Base DataModule: subclasses build the three datasets, this class serves them.
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from lit_xai.data.base import SplitDataModule, TensorDictDataset, check_fractions, stratified_split
+from lit_xai.data.base import SplitDataModule, TensorDictDataset, check_fractions, split_standardized
 
 
 def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,10 +60,7 @@ class DigitsDataModule(SplitDataModule):
 
     def build_datasets(self) -> tuple[TensorDictDataset, TensorDictDataset, TensorDictDataset]:
         images, labels = load_digit_images()
-        splits = stratified_split(labels, self.val_fraction, self.test_fraction, self.seed)
-        self.split_indices = splits
-        if self.normalize:
-            train = images[splits[0]]
-            self.mean, self.std = train.mean().item(), train.std().item()
-            images = (images - self.mean) / self.std
-        return tuple(TensorDictDataset(images[idx], labels[idx]) for idx in splits)
+        datasets, self.split_indices, self.mean, self.std = split_standardized(
+            images, labels, self.val_fraction, self.test_fraction, self.seed, self.normalize
+        )
+        return datasets
