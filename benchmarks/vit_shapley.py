@@ -1,15 +1,18 @@
 """How good and how fast is the amortized explainer, compared with KernelSHAP? (ViT Shapley, ICLR 2023, Sec. 5)
 
 For each dataset (digits: tiny ViT, 16 players, exact Shapley values as ground truth; shapes: CNN with baseline
-filling, 64 players, KernelSHAP run to convergence as ground truth), on held-out images and their predicted class:
+filling, 64 players, KernelSHAP as ground truth; mnist: ViT on 28x28 real digits in 2x2 patches, 196 players, the
+paper's scale, KernelSHAP run until every image's std ratio is below ``--truth-threshold`` as ground truth, cached in
+outputs/mnist/shapley_ground_truth.pt), on held-out images and their predicted class:
 
 - classifier test accuracy and surrogate accuracy with all players;
 - the explainer's error against the ground truth (squared L2, Pearson, ...);
-- KernelSHAP's error at 32...4096 evaluations and the budget at which it matches the explainer;
+- KernelSHAP's error at 32...4096 evaluations (256...16384 on mnist) and the budget at which it matches the explainer;
 - per-image wall time of the explainer (batched) and of KernelSHAP at that budget, measured in the same run;
 - the cost of one explanation (explainer + the surrogate's v(all)) relative to one classifier forward pass.
 
-    python -m benchmarks.vit_shapley [--datasets digits shapes] [--num-images 100] [--device cpu]
+    python -m benchmarks.vit_shapley [--datasets digits shapes mnist] [--num-images 100] [--device cpu]
+    python -m benchmarks.vit_shapley --datasets mnist --num-images 30 --truth-threshold 0.01
 
 Reuses outputs/<dataset>/{classifier,surrogate,explainer}/checkpoints/best.ckpt (trained by ``make demo`` or
 ``train.py``) and trains the missing stages with the configs in configs/<dataset>/. Writes
@@ -19,6 +22,7 @@ benchmarks/results/vit_shapley.json and benchmarks/results/vit_shapley.png.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import time
@@ -30,12 +34,22 @@ from benchmarks.common import RESULTS, environment, interleaved_times, print_tab
 from lit_xai.algorithms.vit_shapley import ExplainerModule
 from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap, ground_truth_shapley
 from lit_xai.cli import main as cli_main
+from lit_xai.io import atomic_save, safe_torch_load
 from lit_xai.models import backbone_from_checkpoint
 from lit_xai.shapley import ModelGame, kernel_shap
 from lit_xai.viz import curves, save_figure
 
-BUDGETS = [32, 64, 128, 256, 512, 1024, 2048, 4096]
-GOALS = {"digits": {"matching_budget": 256}, "shapes": {"matching_budget": 1024}}
+DATASETS = ("digits", "shapes", "mnist")
+BUDGETS = {
+    "digits": [32, 64, 128, 256, 512, 1024, 2048, 4096],
+    "shapes": [32, 64, 128, 256, 512, 1024, 2048, 4096],
+    "mnist": [256, 512, 1024, 2048, 4096, 8192, 16384],
+}
+GOALS = {
+    "digits": {"matching_budget": 256},
+    "shapes": {"matching_budget": 1024},
+    "mnist": {"matching_budget": 2048},
+}
 
 
 def checkpoint(dataset: str, stage: str) -> Path:
@@ -58,9 +72,10 @@ def ensure_trained(dataset: str) -> None:
 
 
 def test_split(dataset: str):
-    from lit_xai.data import DigitsDataModule, ShapesDataModule
+    from lit_xai.data import DigitsDataModule, MNISTDataModule, ShapesDataModule
 
-    data = DigitsDataModule(seed=0) if dataset == "digits" else ShapesDataModule(seed=0)
+    modules = {"digits": DigitsDataModule, "shapes": ShapesDataModule, "mnist": MNISTDataModule}
+    data = modules[dataset](seed=0)
     data.setup("test")
     x = torch.stack([data.test_dataset[i]["input"] for i in range(len(data.test_dataset))])
     y = torch.stack([data.test_dataset[i]["target"] for i in range(len(data.test_dataset))])
@@ -71,7 +86,74 @@ def median_seconds(fn, repeats: int = 3) -> float:
     return statistics.median(interleaved_times({"fn": fn}, repeats)["fn"])
 
 
-def run_dataset(dataset: str, num_images: int, device: str, truth_evaluations: int) -> dict:
+def converged_ground_truth(
+    dataset: str,
+    net,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float,
+    max_evaluations: int,
+    chunk: int = 10,
+) -> dict:
+    """KernelSHAP run until each image's std ratio is below ``threshold``, ``chunk`` images at a time, cached.
+
+    The cache (outputs/<dataset>/shapley_ground_truth.pt) is keyed by the surrogate checkpoint's digest and the
+    threshold and is written after every chunk, so a stopped run keeps what it computed. Returns the values
+    ``(B, d)``, their estimated standard deviations, the evaluations each image used and whether it converged.
+    """
+    path = checkpoint(dataset, "surrogate").parents[2] / "shapley_ground_truth.pt"
+    key = {"surrogate": file_digest(checkpoint(dataset, "surrogate")), "threshold": threshold}
+    cache = safe_torch_load(path) if path.is_file() else {}
+    if cache.get("key") != key:
+        cache = {"key": key, "images": {}}
+    images = cache["images"]
+    for start in range(0, x.shape[0], chunk):
+        rows = [
+            i
+            for i in range(start, min(start + chunk, x.shape[0]))
+            if images.get(i, {}).get("target") != int(target[i])
+        ]
+        if not rows:
+            continue
+        print(f"[vit_shapley] {dataset} ground truth for images {rows[0]}..{rows[-1]}")
+        index = torch.tensor(rows, device=x.device)
+        game = ModelGame(
+            net.surrogate, net.masker, x[index], link=net.link, target=target[index], batch_size=512
+        )
+        result = kernel_shap(
+            game,
+            net.num_players,
+            threshold=threshold,
+            max_evaluations=max_evaluations,
+            batch_size=1024,
+            generator=torch.Generator().manual_seed(1 + start),
+            progress=True,
+        )
+        for j, i in enumerate(rows):
+            images[i] = {
+                "target": int(target[i]),
+                "values": result.values[j, :, 0].float().cpu(),
+                "std": result.std[j, :, 0].float().cpu(),
+                "evaluations": int(result.evaluations[j]),
+                "ratio": float(result.ratio[j]),
+            }
+        atomic_save(cache, path)
+    chosen = [images[i] for i in range(x.shape[0])]
+    return {
+        "values": torch.stack([c["values"] for c in chosen]).to(x.device),
+        "std": torch.stack([c["std"] for c in chosen]),
+        "evaluations": [c["evaluations"] for c in chosen],
+        "ratio": [c["ratio"] for c in chosen],
+    }
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def run_dataset(
+    dataset: str, num_images: int, device: str, truth_evaluations: int, truth_threshold: float
+) -> dict:
     ensure_trained(dataset)
     x_all, y_all = test_split(dataset)
     classifier, _ = backbone_from_checkpoint(checkpoint(dataset, "classifier"))
@@ -86,18 +168,45 @@ def run_dataset(dataset: str, num_images: int, device: str, truth_evaluations: i
         surrogate_accuracy = (net.grand(x_all).argmax(-1) == y_all).float().mean().item()
 
     x = x_all[:num_images]
+    budgets = BUDGETS[dataset]
     with torch.no_grad():
         target = net.grand(x).argmax(-1)
     start = time.perf_counter()
-    truth = ground_truth_shapley(
-        net, x, target, kernel_evaluations=truth_evaluations, generator=torch.Generator().manual_seed(1)
-    )
+    truth_info: dict = {}
+    if dataset == "mnist":
+        converged = converged_ground_truth(dataset, net, x, target, truth_threshold, truth_evaluations)
+        truth = converged["values"]
+        # The ground truth's own expected squared L2 error: the sum of its players' variances, mean over images.
+        residual = float(converged["std"].pow(2).sum(1).mean())
+        evaluations = torch.tensor(converged["evaluations"], dtype=torch.float64)
+        truth_info = {
+            "ground_truth_threshold": truth_threshold,
+            "ground_truth_residual_squared_error": residual,
+            "ground_truth_evaluations_per_image": {
+                "mean": float(evaluations.mean()),
+                "min": int(evaluations.min()),
+                "max": int(evaluations.max()),
+            },
+            "ground_truth_converged_images": sum(r < truth_threshold for r in converged["ratio"]),
+        }
+        description = (
+            f"kernel_shap (std ratio < {truth_threshold} per image, at most {truth_evaluations} evaluations)"
+        )
+    else:
+        truth = ground_truth_shapley(
+            net, x, target, kernel_evaluations=truth_evaluations, generator=torch.Generator().manual_seed(1)
+        )
+        description = (
+            "exact"
+            if net.num_players <= 20
+            else f"kernel_shap (threshold 0.005 or {truth_evaluations} evaluations)"
+        )
     truth_seconds = time.perf_counter() - start
-    comparison = compare_with_kernel_shap(net, x, target, truth, BUDGETS)
+    comparison = compare_with_kernel_shap(net, x, target, truth, budgets)
 
     # Speed, all measured here and now: the explainer explains the whole batch at once; KernelSHAP runs at the
     # budget that matches the explainer's error (or the largest budget when none does).
-    budget = comparison.matching_budget or BUDGETS[-1]
+    budget = comparison.matching_budget or budgets[-1]
     with torch.no_grad():
         explainer_s = median_seconds(lambda: net.attribute(x, target)) / num_images
         forward_s = median_seconds(lambda: classifier(x)) / num_images
@@ -114,13 +223,13 @@ def run_dataset(dataset: str, num_images: int, device: str, truth_evaluations: i
     return {
         "num_players": net.num_players,
         "num_images": num_images,
-        "ground_truth": "exact"
-        if net.num_players <= 20
-        else f"kernel_shap (threshold 0.005 or {truth_evaluations} evaluations)",
+        "ground_truth": description,
+        **truth_info,
         "ground_truth_seconds": truth_seconds,
         "classifier_test_accuracy": classifier_accuracy,
         "surrogate_test_accuracy_all_players": surrogate_accuracy,
         "explainer_error": comparison.explainer,
+        "budgets": budgets,
         "kernel_shap_error": {str(k): v for k, v in comparison.kernel_shap.items()},
         "matching_budget": comparison.matching_budget,
         "goal_matching_budget": GOALS[dataset]["matching_budget"],
@@ -166,9 +275,10 @@ def report(results: dict) -> None:
             }
         )
     print_table(rows, list(rows[0]))
+    every_budget = sorted({b for budgets in BUDGETS.values() for b in budgets})
     fig = curves(
-        {f"KernelSHAP ({n})": [kernel_error(r, b) for b in BUDGETS] for n, r in results.items()},
-        x=BUDGETS,
+        {f"KernelSHAP ({n})": [kernel_error(r, b) for b in every_budget] for n, r in results.items()},
+        x=every_budget,
         xlabel="evaluations per image",
         ylabel="squared L2 error vs ground truth",
         logx=True,
@@ -183,7 +293,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", nargs="+", default=["digits", "shapes"], choices=["digits", "shapes"])
+    parser.add_argument("--datasets", nargs="+", default=["digits", "shapes"], choices=DATASETS)
     parser.add_argument("--num-images", type=int, default=100)
     parser.add_argument(
         "--truth-evaluations",
@@ -191,13 +301,19 @@ def main() -> None:
         default=100_000,
         help="cap on KernelSHAP evaluations per image for the ground truth beyond 20 players",
     )
+    parser.add_argument(
+        "--truth-threshold",
+        type=float,
+        default=0.01,
+        help="mnist: run the ground truth's KernelSHAP until max std / range of values is below this for every image",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
     # Datasets run separately keep each other's results: the file holds the latest run of each dataset.
     results = previous_results()
     for name in args.datasets:
-        result = run_dataset(name, args.num_images, args.device, args.truth_evaluations)
+        result = run_dataset(name, args.num_images, args.device, args.truth_evaluations, args.truth_threshold)
         results[name] = result | {"environment": environment()}
     write_json("vit_shapley", {"datasets": results, "budgets": BUDGETS})
 

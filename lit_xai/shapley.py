@@ -296,6 +296,7 @@ def kernel_shap(
     variance_groups: int = 32,
     return_trajectory: bool = False,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> KernelShapResult:
     """Shapley values estimated by KernelSHAP with paired sampling and convergence detection (Covert & Lee, 2021).
 
@@ -322,6 +323,7 @@ def kernel_shap(
             this many groups exist.
         return_trajectory: record ``(num_evaluations, values)`` after every batch.
         generator: random generator for reproducible sampling (coalitions are drawn on its device).
+        progress: show a progress bar (evaluations, inputs still running, their worst std ratio).
 
     Returns:
         A :class:`KernelShapResult`; ``values`` has shape ``(d, C)`` or ``(B, d, C)``.
@@ -388,6 +390,7 @@ def kernel_shap(
     weight = 1.0 / step  # a pair is one sample: each half counts 1/2
     total, spread = _Moments(*shape, out_device), _BatchMeans(shape, out_device, variance_groups)
     evaluations, identified = 2, False
+    bar = _progress_bar(max_evaluations, shape[0]) if progress else None
     while len(active) and (rows := min(batch_size, max_evaluations - evaluations) // step * step) > 0:
         keep = sampler.sample(rows, generator=generator)
         values, _ = _evaluate(game, keep.to(device) if device is not None else keep)
@@ -411,6 +414,9 @@ def kernel_shap(
         ratio = _std_ratio(phi, std)
         phi_out[active], std_out[active], ratio_out[active] = phi, std, ratio
         record(evaluations)
+        if bar is not None:
+            bar.update(evaluations - bar.n)
+            bar.set_postfix(running=len(active), worst_ratio=f"{float(ratio.max()):.3g}")
         if threshold is None or evaluations < min_evaluations:
             continue
         running = ~(ratio < threshold)
@@ -427,6 +433,8 @@ def kernel_shap(
         else:  # a plain callable keeps returning every input: drop the stopped ones from its answers
             game = _select_rows(whole_game, active)
 
+    if bar is not None:
+        bar.close()
     if not identified:
         raise ValueError(
             f"KernelSHAP could not identify all {d} players' values from {evaluations} evaluations "
@@ -440,6 +448,12 @@ def kernel_shap(
             stacklevel=2,
         )
     return result(converged)
+
+
+def _progress_bar(total: int, inputs: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"KernelSHAP ({inputs} inputs)", unit="eval", smoothing=0.1)
 
 
 def _select_rows(game: Game, rows: Tensor) -> Game:

@@ -281,6 +281,24 @@ def test_models_are_wired_as_configured(checkpoints, tmp_path):
     assert "different surrogate" in scorer.notes[0]
 
 
+def test_one_method_runs_with_several_settings_under_labelled_names(checkpoints):
+    explainers = load_explainers({"vit_shapley": checkpoints["explainer"]})
+    scorer = load_scorer(checkpoints["surrogate"], explainers)
+    options = {
+        name: {"threshold": None, "max_evaluations": budget}
+        for name, budget in (("kernel_shap@64", 64), ("kernel_shap@512", 512))
+    }
+    methods = build_methods(scorer, {}, list(options), options)
+    x = torch.randn(3, 1, 12, 12)
+    target = torch.zeros(3, dtype=torch.long)
+    with count_forward_rows([scorer.model]) as rows:
+        methods[0].explain(x, target)
+    small = rows[0]
+    with count_forward_rows([scorer.model]) as rows:
+        methods[1].explain(x, target)
+    assert [m.name for m in methods] == list(options) and rows[0] > 4 * small
+
+
 @pytest.mark.parametrize("target", ["predicted", "true"])
 def test_target_chooses_the_class_that_is_explained_and_scored(checkpoints, target):
     settings = EvaluationSettings(

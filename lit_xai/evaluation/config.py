@@ -171,9 +171,12 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
             "nothing scores the explanations: set surrogate_checkpoint (a SurrogateModule checkpoint) or at least "
             "one explainer, whose surrogate is then used"
         )
-    unknown = [name for name in settings.baselines if name not in ATTRIBUTIONS]
+    unknown = [name for name in settings.baselines if base_method(name) not in ATTRIBUTIONS]
     if unknown:
-        raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(ATTRIBUTIONS)}")
+        raise ValueError(
+            f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(ATTRIBUTIONS)} (a name may carry a "
+            f"label after '@' to run one method with several settings, e.g. kernel_shap@2048)"
+        )
     unknown = [name for name in settings.metrics if name not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
@@ -196,7 +199,7 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
                     f"{kind}_kwargs has options for {name!r}, which is not in {kind}s ({', '.join(chosen)}); "
                     f"add it there or remove its options"
                 )
-            _check_options(kind, name, kwargs, registry[name])
+            _check_options(kind, name, kwargs, registry[base_method(name)])
     for key in ("ground_truth_images", "model_batch_size"):
         if getattr(settings, key) < 1:
             raise ValueError(f"{key} must be at least 1, got {getattr(settings, key)}")
@@ -221,6 +224,12 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
                 f"checkpoint not found: {path} (check the path, or train that stage first: make demo)"
             )
     return explainers
+
+
+def base_method(name: str) -> str:
+    """The registered method behind a baseline name: ``kernel_shap@2048`` runs ``kernel_shap`` (with the options
+    given under its full name), so one method can appear with several settings."""
+    return name.split("@", 1)[0]
 
 
 def resolve_ground_truth(mode: str, num_players: int) -> str:

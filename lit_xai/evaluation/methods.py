@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from lit_xai.algorithms.vit_shapley import ExplainerModule, SurrogateModule
 from lit_xai.attribution import ATTRIBUTIONS, PerturbationAttribution, RandomAttribution, build_attribution
-from lit_xai.evaluation.config import accepted_options
+from lit_xai.evaluation.config import accepted_options, base_method
 from lit_xai.masking import Masker
 from lit_xai.models import backbone_from_checkpoint, read_checkpoint
 
@@ -177,13 +177,15 @@ def build_methods(
     methods = [_explainer_method(name, module) for name, module in explainers.items()]
     for name in baselines:
         kwargs = dict(baseline_kwargs.get(name, {}))
-        cls = ATTRIBUTIONS[name]
+        cls = ATTRIBUTIONS[base_method(name)]
         if "seed" in accepted_options(cls):
             kwargs.setdefault("seed", seed)
         model_based = not issubclass(cls, (PerturbationAttribution, RandomAttribution))
         model = classifier if model_based and classifier is not None else scorer.model
         try:
-            baseline = build_attribution(name, model, scorer.players, masker=scorer.masker, **kwargs)
+            baseline = build_attribution(
+                base_method(name), model, scorer.players, masker=scorer.masker, **kwargs
+            )
         except (TypeError, ValueError) as err:
             raise ValueError(f"baseline {name!r} cannot be built for this model: {err}") from err
         generator = getattr(baseline, "generator", None)

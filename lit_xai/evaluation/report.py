@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from lit_xai.evaluation.config import base_method
 from lit_xai.io import atomic_write_text
 
 __all__ = ["COLUMNS", "collect_results", "best_methods", "format_table", "markdown_report", "write_outputs"]
@@ -115,7 +116,9 @@ def _ground_truth_note(module, first: Mapping) -> str:
         "exact Shapley values" if module.ground_truth == "exact" else "converged KernelSHAP (threshold 0.005)"
     )
     note = f"Ground truth: {kind} of the surrogate game ({module.scorer.link}) on the first {count} images."
-    others = [m.name for m in module.methods if m.kind != "explainer" and m.name != "kernel_shap"]
+    others = [
+        m.name for m in module.methods if m.kind != "explainer" and base_method(m.name) != "kernel_shap"
+    ]
     if others:
         note += (
             " Only the learned explainers and KernelSHAP estimate Shapley values on the game's scale; compare "
