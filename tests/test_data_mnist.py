@@ -73,3 +73,15 @@ def test_bad_arguments():
         MNISTDataModule(per_class=501)
     with pytest.raises(ValueError, match="val_fraction"):
         MNISTDataModule(val_fraction=0.6, test_fraction=0.5)
+
+
+def test_max_shift_augments_the_training_split_only():
+    data = MNISTDataModule(per_class=20, max_shift=2)
+    data.setup()
+    plain = MNISTDataModule(per_class=20)
+    plain.setup()
+    assert torch.equal(data.val_dataset.inputs, plain.val_dataset.inputs)
+    shifted = torch.stack([data.train_dataset[i]["input"] for i in range(len(data.train_dataset))])
+    assert not torch.equal(shifted, plain.train_dataset.inputs)
+    # Shifted-in pixels are background: the smallest standardised value, exactly.
+    assert shifted.min() == plain.train_dataset.inputs.min()

