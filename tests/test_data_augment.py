@@ -30,7 +30,8 @@ def test_moves_the_image_by_the_reported_shift_and_fills_the_border():
 def test_shifts_depend_on_seed_epoch_and_index_only():
     first, second = RandomShift(_dots(50), 2, seed=0), RandomShift(_dots(50), 2, seed=0)
     before = [first.shift_of(i) for i in range(50)]
-    assert [second.shift_of(i) for i in reversed(range(50))][::-1] == before  # order of access does not matter
+    # The order in which samples are drawn does not matter.
+    assert [second.shift_of(i) for i in reversed(range(50))][::-1] == before
     first.set_epoch(1)
     assert [first.shift_of(i) for i in range(50)] != before
     assert {s for shift in before for s in shift} == {-2, -1, 0, 1, 2}
