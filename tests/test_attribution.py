@@ -11,6 +11,7 @@ from lit_xai.attribution import (
     GradientXInput,
     IntegratedGradients,
     KernelSHAP,
+    LeverageSHAP,
     PerturbationAttribution,
     RandomAttribution,
     SmoothGrad,
@@ -26,6 +27,7 @@ FAST = {
     "smoothgrad": dict(num_samples=4),
     "rise": dict(num_masks=64, batch_size=50),
     "kernel_shap": dict(num_coalitions=64, max_evaluations=130, threshold=None),
+    "leverage_shap": dict(num_coalitions=64, max_evaluations=130),
     "leave_one_out": dict(batch_size=7),
 }
 VIT_ONLY = {"attention_rollout", "last_layer_attention"}
@@ -179,8 +181,9 @@ def test_gradient_abs_and_signed():
         lambda m, p, k, s: SmoothGrad(m, p, num_samples=6, seed=s),
         lambda m, p, k, s: RISE(m, p, k, num_masks=50, seed=s),
         lambda m, p, k, s: KernelSHAP(m, p, k, num_coalitions=32, max_evaluations=66, threshold=None, seed=s),
+        lambda m, p, k, s: LeverageSHAP(m, p, k, num_coalitions=32, max_evaluations=66, seed=s),
     ],
-    ids=["smoothgrad", "rise", "kernel_shap"],
+    ids=["smoothgrad", "rise", "kernel_shap", "leverage_shap"],
 )
 def test_seeded_methods_are_deterministic(make):
     model, players, x, masker = make_case("cnn")
@@ -219,7 +222,7 @@ def test_unknown_name_lists_the_valid_ones():
         build_attribution("saliency", model, players)
 
 
-@pytest.mark.parametrize("name", ["leave_one_out", "rise", "kernel_shap"])
+@pytest.mark.parametrize("name", ["leave_one_out", "rise", "kernel_shap", "leverage_shap"])
 def test_perturbation_methods_need_a_masker(name):
     model, players, _, _ = make_case("mlp")
     with pytest.raises(ValueError, match="masker=BaselineFill"):

@@ -12,6 +12,7 @@ from lit_xai.attribution import (
     IntegratedGradients,
     KernelSHAP,
     LeaveOneOut,
+    LeverageSHAP,
     SmoothGrad,
 )
 from lit_xai.attribution.integrated_gradients import INTEGRATION_METHODS, integration_rule
@@ -167,6 +168,20 @@ def test_kernel_shap_of_a_linear_model(paired):
     torch.testing.assert_close(
         every[..., 0], per_player(model.weight[0].detach() * (x - base), players), atol=1e-4, rtol=1e-4
     )
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_leverage_shap_of_a_linear_model(paired):
+    """Leverage SHAP's regression is exact on a linear model as soon as its coalitions identify the players."""
+    model, players = linear_model(), FeatureGroups(7, GROUPS)
+    x, base = torch.randn(4, 7), torch.randn(7)
+    explainer = LeverageSHAP(
+        model, players, BaselineFill(players, fill=base), link="logits", max_evaluations=12, paired=paired
+    )
+    values = explainer.attribute(x, target=torch.tensor([2, 0, 1, 2]))
+    expected = per_player(model.weight[[2, 0, 1, 2]].detach() * (x - base), players)
+    torch.testing.assert_close(values, expected, atol=1e-4, rtol=1e-4)
+    assert explainer.last_result.num_evaluations == 12
 
 
 def test_rise_of_an_additive_model():

@@ -11,8 +11,8 @@ Build one by name with :func:`build_attribution`::
 
 Gradient methods (``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``) also give pixel
 maps (``attribute_pixels``); GradCAM and the attention methods give their feature-grid maps (``attribute_grid``);
-perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``) need a masker and give every class at once
-(``attribute_all -> (B, d, C)``).
+perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``, ``leverage_shap``) need a masker and give every
+class at once (``attribute_all -> (B, d, C)``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from lit_xai.attribution.gradcam import GradCAM
 from lit_xai.attribution.gradients import Gradient, GradientXInput, SmoothGrad
 from lit_xai.attribution.integrated_gradients import IntegratedGradients
 from lit_xai.attribution.kernel_shap import KernelSHAP
+from lit_xai.attribution.leverage_shap import LeverageSHAP
 from lit_xai.attribution.perturbation import RISE, LeaveOneOut, PerturbationAttribution
 from lit_xai.attribution.random_baseline import RandomAttribution
 from lit_xai.players import Players
@@ -42,6 +43,7 @@ __all__ = [
     "KernelSHAP",
     "LastLayerAttention",
     "LeaveOneOut",
+    "LeverageSHAP",
     "PerturbationAttribution",
     "PixelAttribution",
     "RISE",
@@ -63,6 +65,7 @@ ATTRIBUTIONS: dict[str, type[Attribution]] = {
         LeaveOneOut,
         RISE,
         KernelSHAP,
+        LeverageSHAP,
         RandomAttribution,
     )
 }
@@ -76,10 +79,10 @@ def build_attribution(
     Args:
         name: one of ``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``, ``gradcam``,
             ``attention_rollout``, ``last_layer_attention``, ``leave_one_out``, ``rise``, ``kernel_shap``,
-            ``random``.
+            ``leverage_shap``, ``random``.
         model: the network to explain.
         players: the players of the input.
-        masker: how players are removed; required by ``leave_one_out``, ``rise`` and ``kernel_shap`` and ignored
+        masker: how players are removed; required by the perturbation methods and ignored
             by the other methods (so one call can build every method in a loop).
         **kwargs: options of the method's class (e.g. ``steps`` for integrated gradients).
     """
