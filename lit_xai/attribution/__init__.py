@@ -11,8 +11,8 @@ Build one by name with :func:`build_attribution`::
 
 Gradient methods (``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``) also give pixel
 maps (``attribute_pixels``); GradCAM and the attention methods give their feature-grid maps (``attribute_grid``);
-perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``, ``leverage_shap``) need a masker and give every
-class at once (``attribute_all -> (B, d, C)``).
+perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``, ``leverage_shap``, ``permutation_shap``,
+``beta_shapley``, ``banzhaf``) need a masker and give every class at once (``attribute_all -> (B, d, C)``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from collections.abc import Callable
 from torch import nn
 
 from lit_xai.attribution.attention import AttentionRollout, LastLayerAttention
+from lit_xai.attribution.banzhaf import Banzhaf
 from lit_xai.attribution.base import Attribution, PixelAttribution
+from lit_xai.attribution.beta_shapley import BetaShapley
 from lit_xai.attribution.gradcam import GradCAM
 from lit_xai.attribution.gradients import Gradient, GradientXInput, SmoothGrad
 from lit_xai.attribution.integrated_gradients import IntegratedGradients
 from lit_xai.attribution.kernel_shap import KernelSHAP
 from lit_xai.attribution.leverage_shap import LeverageSHAP
+from lit_xai.attribution.permutation_shap import PermutationSHAP
 from lit_xai.attribution.perturbation import RISE, LeaveOneOut, PerturbationAttribution
 from lit_xai.attribution.random_baseline import RandomAttribution
 from lit_xai.players import Players
@@ -36,6 +39,8 @@ __all__ = [
     "ATTRIBUTIONS",
     "Attribution",
     "AttentionRollout",
+    "Banzhaf",
+    "BetaShapley",
     "GradCAM",
     "Gradient",
     "GradientXInput",
@@ -44,6 +49,7 @@ __all__ = [
     "LastLayerAttention",
     "LeaveOneOut",
     "LeverageSHAP",
+    "PermutationSHAP",
     "PerturbationAttribution",
     "PixelAttribution",
     "RISE",
@@ -66,6 +72,9 @@ ATTRIBUTIONS: dict[str, type[Attribution]] = {
         RISE,
         KernelSHAP,
         LeverageSHAP,
+        PermutationSHAP,
+        BetaShapley,
+        Banzhaf,
         RandomAttribution,
     )
 }
@@ -79,7 +88,7 @@ def build_attribution(
     Args:
         name: one of ``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``, ``gradcam``,
             ``attention_rollout``, ``last_layer_attention``, ``leave_one_out``, ``rise``, ``kernel_shap``,
-            ``leverage_shap``, ``random``.
+            ``leverage_shap``, ``permutation_shap``, ``beta_shapley``, ``banzhaf``, ``random``.
         model: the network to explain.
         players: the players of the input.
         masker: how players are removed; required by the perturbation methods and ignored

@@ -177,12 +177,11 @@ class RISE(PerturbationAttribution):
         masks = torch.rand(self.num_masks, self.players.num_players, generator=generator) < self.keep_prob
         return masks.to(device)
 
-    def _all_classes(self, x: Tensor) -> Tensor:
+    def _mask_sums(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Evaluate every input under the masks: ``(masks (N, d), Σ_n v(S_n) 1{i ∈ S_n} (B, d, C), Σ_n v(S_n) (B, C))``."""
         masks = self.sample_masks(x.device)
-        sums: list[Tensor | None] = [None] * x.shape[
-            0
-        ]  # per input: [sum over masks of v(S) * 1{i in S}, sum v(S)]
-        totals: list[Tensor | None] = [None] * x.shape[0]
+        sums: list[Tensor | None] = [None] * x.shape[0]  # per input: sum over masks of v(S) * 1{i in S}
+        totals: list[Tensor | None] = [None] * x.shape[0]  # per input: sum over masks of v(S)
 
         def consume(b: int, first: int, stop: int, values: Tensor) -> None:
             weighted = masks[first:stop].to(values.dtype).T @ values
@@ -190,11 +189,43 @@ class RISE(PerturbationAttribution):
             totals[b] = values.sum(0) if totals[b] is None else totals[b] + values.sum(0)
 
         self._evaluate(x, masks, consume)
-        counts = masks.sum(dim=0).to(sums[0].dtype)
-        importance = torch.stack(sums) / counts.clamp_min(1).view(1, -1, 1)
+        return masks, torch.stack(sums), torch.stack(totals)
+
+    def _all_classes(self, x: Tensor) -> Tensor:
+        masks, sums, totals = self._mask_sums(x)
+        return self._rise(masks, sums, totals)
+
+    def _rise(self, masks: Tensor, sums: Tensor, totals: Tensor) -> Tensor:
+        counts = masks.sum(dim=0).to(sums.dtype)
+        importance = sums / counts.clamp_min(1).view(1, -1, 1)
         # A player no mask kept carries no information: give it the unconditional mean.
         never = counts == 0
         if bool(never.any()):
-            mean = torch.stack(totals) / self.num_masks
+            mean = totals / self.num_masks
             importance[:, never] = mean.unsqueeze(1).expand(-1, int(never.sum()), -1)
         return importance
+
+    def attribute_all_and_banzhaf(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """RISE and the Banzhaf values from the same evaluations, both ``(B, d, C)`` (needs ``keep_prob=0.5``).
+
+        RISE's masks with ``p = 1/2`` are the uniform coalitions of the Banzhaf value's maximum-sample-reuse
+        estimator (Wang & Jia, AISTATS 2023): ``E[v(S) | i ∈ S]`` is RISE's saliency, and subtracting
+        ``E[v(S) | i ∉ S]``, from the same sums, gives the Banzhaf value at no extra model evaluation.
+        """
+        if self.keep_prob != 0.5:
+            raise ValueError(
+                f"Banzhaf values need masks that keep each player with probability 1/2, got keep_prob={self.keep_prob}"
+            )
+        self.check_input(x)
+        with torch.no_grad(), preserved_model_state(self.model):
+            masks, sums, totals = self._mask_sums(x)
+        return self._rise(masks, sums, totals), _banzhaf(masks, sums, totals)
+
+
+def _banzhaf(masks: Tensor, sums: Tensor, totals: Tensor) -> Tensor:
+    """``mean v(S ∋ i) - mean v(S ∌ i)`` from RISE's sums, ``(B, d, C)``."""
+    counts = masks.sum(dim=0).to(sums.dtype)
+    if bool(((counts == 0) | (counts == masks.shape[0])).any()):
+        raise ValueError("some player was kept by every mask or by none: Banzhaf values need more masks")
+    outside = totals.unsqueeze(1) - sums
+    return sums / counts.view(1, -1, 1) - outside / (masks.shape[0] - counts).view(1, -1, 1)
