@@ -33,6 +33,7 @@ FAST = {
     "permutation_shap": dict(max_evaluations=64),
     "beta_shapley": dict(max_evaluations=64),
     "banzhaf": dict(num_masks=64, batch_size=50),
+    "weighted_shap": dict(max_evaluations=64),
     "leave_one_out": dict(batch_size=7),
 }
 VIT_ONLY = {"attention_rollout", "last_layer_attention"}

@@ -12,7 +12,8 @@ Build one by name with :func:`build_attribution`::
 Gradient methods (``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``) also give pixel
 maps (``attribute_pixels``); GradCAM and the attention methods give their feature-grid maps (``attribute_grid``);
 perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``, ``leverage_shap``, ``permutation_shap``,
-``beta_shapley``, ``banzhaf``) need a masker and give every class at once (``attribute_all -> (B, d, C)``).
+``beta_shapley``, ``banzhaf``, ``weighted_shap``) need a masker and give every class at once
+(``attribute_all -> (B, d, C)``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lit_xai.attribution.leverage_shap import LeverageSHAP
 from lit_xai.attribution.permutation_shap import PermutationSHAP
 from lit_xai.attribution.perturbation import RISE, LeaveOneOut, PerturbationAttribution
 from lit_xai.attribution.random_baseline import RandomAttribution
+from lit_xai.attribution.weighted_shap import WeightedSHAP
 from lit_xai.players import Players
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "RISE",
     "RandomAttribution",
     "SmoothGrad",
+    "WeightedSHAP",
     "build_attribution",
 ]
 
@@ -75,6 +78,7 @@ ATTRIBUTIONS: dict[str, type[Attribution]] = {
         PermutationSHAP,
         BetaShapley,
         Banzhaf,
+        WeightedSHAP,
         RandomAttribution,
     )
 }
@@ -88,7 +92,7 @@ def build_attribution(
     Args:
         name: one of ``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``, ``gradcam``,
             ``attention_rollout``, ``last_layer_attention``, ``leave_one_out``, ``rise``, ``kernel_shap``,
-            ``leverage_shap``, ``permutation_shap``, ``beta_shapley``, ``banzhaf``, ``random``.
+            ``leverage_shap``, ``permutation_shap``, ``beta_shapley``, ``banzhaf``, ``weighted_shap``, ``random``.
         model: the network to explain.
         players: the players of the input.
         masker: how players are removed; required by the perturbation methods and ignored

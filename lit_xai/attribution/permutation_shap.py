@@ -68,7 +68,8 @@ class PermutationSHAP(PerturbationAttribution):
         return result.shapley()
 
     def _contributions(self, x: Tensor, target: Tensor | None) -> PermutationResult:
-        game = ModelGame(
+        # kept for subclasses that evaluate more coalitions of the same game (WeightedSHAP's recovery curves)
+        self._game = game = ModelGame(
             self.model, self.masker, x, link=self.link, batch_size=self.batch_size, target=target
         )
         generator = None if self.seed is None else torch.Generator().manual_seed(int(self.seed))
