@@ -24,6 +24,7 @@ from lit_xai.evaluation import (
     GlobalBatches,
     best_methods,
     build_methods,
+    check_settings,
     count_forward_rows,
     format_table,
     load_classifier,
@@ -297,6 +298,33 @@ def test_one_method_runs_with_several_settings_under_labelled_names(checkpoints)
     with count_forward_rows([scorer.model]) as rows:
         methods[1].explain(x, target)
     assert [m.name for m in methods] == list(options) and rows[0] > 4 * small
+
+
+def test_black_box_estimators_run_by_name_on_the_surrogate_game(checkpoints):
+    explainers = load_explainers({"vit_shapley": checkpoints["explainer"]})
+    scorer = load_scorer(checkpoints["surrogate"], explainers)
+    options = {
+        "leverage_shap": {"max_evaluations": 130},
+        "permutation_shap": {"max_evaluations": 130},
+        "beta_shapley": {"max_evaluations": 130, "alpha": 4, "beta": 1},
+        "banzhaf": {"num_masks": 130},
+        "weighted_shap": {"max_evaluations": 130},
+    }
+    check_settings(
+        EvaluationSettings(
+            surrogate_checkpoint=checkpoints["surrogate"], baselines=list(options), baseline_kwargs=options
+        )
+    )
+    methods = build_methods(scorer, {}, list(options), options)
+    x = torch.randn(2, 1, 12, 12)
+    target = torch.tensor([1, 3])
+    for method in methods:
+        with count_forward_rows([scorer.model]) as rows:
+            values = method.explain(x, target)
+        assert values.shape == (2, 9) and values.isfinite().all(), method.name
+        # the budget per image plus the pass that finds the prediction; WeightedSHAP adds its recovery curves
+        extra = 13 * 10 if method.name == "weighted_shap" else 0
+        assert rows[0] <= 2 * (130 + 1 + extra), method.name
 
 
 @pytest.mark.parametrize("target", ["predicted", "true"])
