@@ -12,6 +12,8 @@ then read the table: at every budget (64 ... 8192 evaluations per image, the emp
 are scored against the exact Shapley values, and Banzhaf by maximum sample reuse (Bernoulli(1/2) coalitions, RISE's
 masks) against the exact Banzhaf values: squared error summed over players, and Pearson correlation over the players
 of one image, mean ± 95 % interval over images (each image its own random seed; repeats averaged per image first).
+A regression whose coalitions do not yet identify every player (KernelSHAP at the smallest budgets) fails; failed
+runs are counted ("failed") and left out of the means.
 
     python -m benchmarks.estimators [--num-images 30] [--repeats 3] [--budgets 64 128 ... 8192]
 
@@ -98,19 +100,25 @@ def table_game(table: torch.Tensor):
     return lambda keep: table[(keep.long() * bits).sum(1)]
 
 
-def estimate(name: str, game, d: int, budget: int, seed: int) -> torch.Tensor:
-    """One estimator's values ``(d,)`` at ``budget`` evaluations (at most; every method spends all it can)."""
+def estimate(name: str, game, d: int, budget: int, seed: int) -> torch.Tensor | None:
+    """One estimator's values ``(d,)`` at ``budget`` evaluations (at most; every method spends all it can), or
+    ``None`` where a regression's coalitions do not identify every player at this budget."""
     generator = torch.Generator().manual_seed(seed)
     if name in ("kernel_shap", "leverage_shap"):
-        result = kernel_shap(
-            game,
-            d,
-            threshold=None,
-            max_evaluations=budget,
-            batch_size=min(512, budget - 2),
-            sampler="leverage" if name == "leverage_shap" else "kernel",
-            generator=generator,
-        )
+        try:
+            result = kernel_shap(
+                game,
+                d,
+                threshold=None,
+                max_evaluations=budget,
+                batch_size=min(512, budget - 2),
+                sampler="leverage" if name == "leverage_shap" else "kernel",
+                generator=generator,
+            )
+        except ValueError as err:
+            if "could not identify" not in str(err):
+                raise
+            return None
         return result.values[:, 0]
     if name == "permutation":
         return permutation_sampling(game, d, max_evaluations=budget, generator=generator).shapley()[:, 0]
@@ -169,12 +177,20 @@ def run(num_images: int, repeats: int, budgets: list[int]) -> dict:
         reference = truth["banzhaf" if name == "banzhaf_msr" else "shapley"]
         per_budget = {}
         for budget in budgets:
-            errors, correlations = [], []
+            errors, correlations, failed = [], [], 0
             for b, game in enumerate(games):
                 runs = [estimate(name, game, d, budget, seed=1000 * b + r) for r in range(repeats)]
-                errors.append(sum(float((v - reference[b]).pow(2).sum()) for v in runs) / repeats)
-                correlations.append(sum(pearson(v, reference[b]) for v in runs) / repeats)
-            per_budget[str(budget)] = {"squared_error": summary(errors), "pearson": summary(correlations)}
+                failed += sum(v is None for v in runs)
+                runs = [v for v in runs if v is not None]
+                if runs:  # an image whose every run failed is left out of this budget's mean
+                    errors.append(sum(float((v - reference[b]).pow(2).sum()) for v in runs) / len(runs))
+                    correlations.append(sum(pearson(v, reference[b]) for v in runs) / len(runs))
+            per_budget[str(budget)] = {
+                "squared_error": summary(errors),
+                "pearson": summary(correlations),
+                "unidentified_runs": failed,
+                "runs": num_images * repeats,
+            }
         payload["results"][name] = per_budget
         payload["seconds"] = time.perf_counter() - start
         write_json("estimators", payload)  # partial results survive a stopped run
@@ -203,9 +219,10 @@ def report(payload: dict) -> None:
                     "evaluations": int(budget),
                     "squared error": f"{scores['squared_error']['mean']:.3g} ± {scores['squared_error']['ci95']:.2g}",
                     "Pearson": f"{scores['pearson']['mean']:.4f} ± {scores['pearson']['ci95']:.2g}",
+                    "failed": f"{scores['unidentified_runs']}/{scores['runs']}",
                 }
             )
-    print_table(rows, ["estimator", "evaluations", "squared error", "Pearson"])
+    print_table(rows, ["estimator", "evaluations", "squared error", "Pearson", "failed"])
     print("Leverage SHAP / KernelSHAP squared error:")
     print("  ".join(f"{b}: {r:.2f}" for b, r in payload["leverage_over_kernel_error"].items()))
     budgets = payload["budgets"]
