@@ -34,10 +34,12 @@ FAST = {
     "beta_shapley": dict(max_evaluations=64),
     "banzhaf": dict(num_masks=64, batch_size=50),
     "weighted_shap": dict(max_evaluations=64),
+    "sobol": dict(num_designs=8),
+    "hsic": dict(num_designs=32),
     "leave_one_out": dict(batch_size=7),
 }
 VIT_ONLY = {"attention_rollout", "last_layer_attention"}
-IMAGE_ONLY = {"gradcam"}
+IMAGE_ONLY = {"gradcam", "h_shap"}
 PIXEL_METHODS = {"gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "gradcam"} | VIT_ONLY
 
 

@@ -75,24 +75,44 @@ class PerturbationAttribution(Attribution):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
 
-    def _evaluate(self, x: Tensor, masks: Tensor, consume: Callable[[int, int, int, Tensor], None]) -> None:
+    def _evaluate(
+        self,
+        x: Tensor,
+        masks: Tensor,
+        consume: Callable[[int, int, int, Tensor], None],
+        masker: Callable | None = None,
+    ) -> None:
         """Run every (input, mask) pair and hand the values to ``consume(b, first, stop, values)``.
 
         ``values`` are the linked outputs of input ``b`` under ``masks[first:stop]``. Pairs are flattened input by
-        input and cut into chunks of ``batch_size``, so small ``d`` still fills the forward passes.
+        input and cut into chunks of ``batch_size``, so small ``d`` still fills the forward passes. ``masker``
+        replaces ``self.masker`` (e.g. a baseline fill's soft path).
         """
+        masker = self.masker if masker is None else masker
         num_masks = masks.shape[0]
         total = x.shape[0] * num_masks
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             flat = torch.arange(start, stop, device=x.device)
-            values = self.link(self.masker(self.model, x[flat // num_masks], masks[flat % num_masks]))
+            values = self.link(masker(self.model, x[flat // num_masks], masks[flat % num_masks]))
             for b in range(start // num_masks, (stop - 1) // num_masks + 1):
                 lo, hi = max(start, b * num_masks), min(stop, (b + 1) * num_masks)
                 consume(b, lo - b * num_masks, hi - b * num_masks, values[lo - start : hi - start])
 
     def _all_classes(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def _outputs(self, x: Tensor, masks: Tensor, masker: Callable | None = None) -> Tensor:
+        """The linked outputs of every input under every mask, ``(B, N, C)``."""
+        holder: list[Tensor] = []  # allocated once the first chunk tells C
+
+        def consume(b: int, first: int, stop: int, values: Tensor) -> None:
+            if not holder:
+                holder.append(values.new_empty(x.shape[0], masks.shape[0], values.shape[-1]))
+            holder[0][b, first:stop] = values
+
+        self._evaluate(x, masks, consume, masker)
+        return holder[0]
 
     def attribute_all(self, x: Tensor) -> Tensor:
         """Attributions for every class at once, ``(B, d, C)``."""
