@@ -45,8 +45,9 @@ ESTIMATORS = ("kernel_shap", "leverage_shap", "permutation", "banzhaf_msr")
 GOALS = {"leverage_error_at_most_kernel_at_every_budget": True}
 
 
-def digits_split(seed: int = 0) -> dict[str, torch.Tensor]:
-    data = DigitsDataModule(seed=seed)
+def digits_split(seed: int = 0, data=None) -> dict[str, torch.Tensor]:
+    """Train and test tensors of a split data module (digits unless ``data`` is given)."""
+    data = DigitsDataModule(seed=seed) if data is None else data
     data.setup("fit")
     data.setup("test")
     out = {}
@@ -56,11 +57,16 @@ def digits_split(seed: int = 0) -> dict[str, torch.Tensor]:
     return out
 
 
-def train_model(data: dict[str, torch.Tensor], masker: BaselineFill, epochs: int = 30) -> torch.nn.Module:
-    """A small CNN trained on digits with a uniform-size random subset of patches kept (zero filling), so that
-    the images the game shows it, with patches missing, are ones it was trained on."""
+def train_model(
+    data: dict[str, torch.Tensor],
+    masker: BaselineFill,
+    epochs: int = 30,
+    model: torch.nn.Module | None = None,
+) -> torch.nn.Module:
+    """A model (default: a small CNN for digits) trained with a uniform-size random subset of players kept (through
+    ``masker``), so that the inputs the game shows it, with players missing, are ones it was trained on."""
     torch.manual_seed(0)
-    model = SmallCNN(1, 10, channels=(16, 32))
+    model = SmallCNN(1, 10, channels=(16, 32)) if model is None else model
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     sampler = UniformSizeSampler(masker.num_players)
     generator = torch.Generator().manual_seed(0)
