@@ -225,6 +225,15 @@ def permutation_sampling(
 
     Returns:
         A :class:`PermutationResult`; ``.shapley()``, ``.semivalue(q)``, ``.means``.
+
+    Example:
+        >>> w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+        >>> game = lambda keep: (keep.double() @ w).unsqueeze(-1)  # additive: every semivalue is w
+        >>> result = permutation_sampling(game, 3, 2, generator=torch.Generator().manual_seed(0))
+        >>> [round(v, 12) for v in result.semivalue(beta_size_weights(3, 16, 1)).squeeze(-1).tolist()]
+        [1.0, -2.0, 0.5]
+        >>> result.sums.shape, result.num_evaluations  # (B, players, coalition sizes, C); 2 + 2 permutations x 2
+        (torch.Size([1, 3, 3, 1]), 6)
     """
     d = _check_num_players(num_players)
     if permutations is None:
