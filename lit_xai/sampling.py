@@ -118,7 +118,8 @@ _ENUMERATE_FACTOR = 4
 
 
 class LeverageSampler:
-    """Leverage SHAP's coalitions for a fixed budget (Musco & Witter, ICLR 2025, Algorithm 1 and its code).
+    """Leverage SHAP's coalitions for a fixed budget (Musco & Witter, ICLR 2025; as the authors' code, which fixes
+    the count per size where the paper's Algorithm 1 keeps each coalition independently with that probability).
 
     The leverage score of a coalition ``S`` in the Shapley regression is proportional to ``1 / C(d, |S|)``, so
     sampling by leverage means: sizes ``1..d-1`` equally often, a uniform subset within a size. Sampling is without
@@ -130,8 +131,8 @@ class LeverageSampler:
     unit's stratum ``j`` (sizes ``j`` and ``d - j``), ``u_j`` the units drawn from it and ``U`` all units. The
     weighted moments ``Σ ω z zᵀ / U`` are then the stratified estimate ``Σ_j P_j mean_j(z zᵀ)`` of KernelSHAP's
     ``A = E_kernel[z zᵀ]`` (and likewise ``b``): the regression is re-weighted back to the Shapley kernel. Units are
-    returned in a random order, so every prefix is a uniform sample of the plan and a run that stops early is still
-    a valid estimate.
+    returned in a random order, so every prefix (each step of the engine's trajectory) is a uniform sample of the
+    plan and its estimate a consistent one.
 
     Args:
         num_players: number of players ``d`` (at least 2).
