@@ -343,13 +343,22 @@ class BaselineFill(Masker):
         )
         return noise.to(x) * self.noise_std
 
-    def mask_input(self, x: Tensor, keep: Tensor) -> Tensor:
-        """The input the model sees: kept players unchanged, missing ones replaced by the baseline."""
-        m = self.players.expand_mask(keep).to(x)
+    def mask_input(self, x: Tensor, keep: Tensor, soft: bool = False) -> Tensor:
+        """The input the model sees: kept players unchanged, missing ones replaced by the baseline (with ``soft``,
+        a player kept by a fraction ``m`` is ``m x + (1 - m) baseline``)."""
+        m = self.players.expand_mask(keep, soft=soft).to(x)
         return x * m + self.baseline(x) * (1 - m)
 
     def forward(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
         return model(self.mask_input(x, keep))
+
+    def fill_soft(self, model: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+        """Logits with players kept *in part*: ``keep`` ``(B, d)`` holds fractions in ``[0, 1]``, and each player is
+        blended with the baseline, ``m x + (1 - m) baseline`` (Sobol attribution's perturbations, Fel et al.,
+        NeurIPS 2021). Only baseline filling has such a path; token dropping keeps a token or not."""
+        self.players.check_input(x)
+        keep = check_keep(keep, self.num_players, batch_size=x.shape[0], soft=True).to(x.device)
+        return model(self.mask_input(x, keep, soft=True))
 
 
 class AppendMask(Masker):

@@ -33,8 +33,13 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return value  # type: ignore[return-value]
 
 
-def check_keep(keep: Tensor, num_players: int, batch_size: int | None = None) -> Tensor:
-    """Validate a keep-mask and return it as a bool tensor of shape ``(B, num_players)``."""
+def check_keep(keep: Tensor, num_players: int, batch_size: int | None = None, soft: bool = False) -> Tensor:
+    """Validate a keep-mask and return it as a bool tensor of shape ``(B, num_players)``.
+
+    With ``soft=True`` fractional masks in ``[0, 1]`` are accepted and returned as floats: how much of each player
+    to keep, which only baseline filling can realise (:meth:`lit_xai.masking.BaselineFill.fill_soft`; Sobol
+    attribution's perturbations).
+    """
     if not isinstance(keep, Tensor):
         raise ValueError(
             f"keep must be a torch.Tensor of shape (batch, {num_players}), got {type(keep).__name__}"
@@ -47,6 +52,13 @@ def check_keep(keep: Tensor, num_players: int, batch_size: int | None = None) ->
         raise ValueError(
             f"keep has {keep.shape[0]} rows but the input batch has {batch_size}; pass one row per input"
         )
+    if soft:
+        keep = keep.float() if not keep.is_floating_point() else keep
+        if not bool(((keep >= 0) & (keep <= 1)).all()):
+            raise ValueError(
+                "a soft keep-mask must hold fractions in [0, 1] (how much of each player is kept)"
+            )
+        return keep
     if keep.dtype != torch.bool:
         if keep.is_floating_point() and not torch.all((keep == 0) | (keep == 1)):
             raise ValueError("keep must be boolean (or 0/1 valued); got fractional values")
@@ -60,8 +72,9 @@ class Players(Protocol):
 
     num_players: int
 
-    def expand_mask(self, keep: Tensor) -> Tensor:
-        """Keep-mask ``(B, d)`` -> float mask broadcastable against the input (``(B, 1, H, W)`` or ``(B, F)``)."""
+    def expand_mask(self, keep: Tensor, soft: bool = False) -> Tensor:
+        """Keep-mask ``(B, d)`` -> float mask broadcastable against the input (``(B, 1, H, W)`` or ``(B, F)``);
+        ``soft`` accepts fractions in ``[0, 1]``."""
         ...
 
     def upsample(self, values: Tensor) -> Tensor:
@@ -114,9 +127,9 @@ class PatchGrid:
             return values.reshape(values.shape[0], 1, gh, gw)
         return values.reshape(values.shape[0], gh, gw, values.shape[2]).permute(0, 3, 1, 2)
 
-    def expand_mask(self, keep: Tensor) -> Tensor:
-        keep = check_keep(keep, self.num_players)
-        grid = self._to_grid(keep.to(torch.float32))
+    def expand_mask(self, keep: Tensor, soft: bool = False) -> Tensor:
+        keep = check_keep(keep, self.num_players, soft=soft)
+        grid = self._to_grid(keep if soft else keep.to(torch.float32))
         return grid.repeat_interleave(self.patch_size[0], dim=2).repeat_interleave(self.patch_size[1], dim=3)
 
     def upsample(self, values: Tensor) -> Tensor:
@@ -206,8 +219,8 @@ class FeatureGroups:
             device=ref.device, dtype=ref.dtype if ref.is_floating_point() else torch.float32
         )
 
-    def expand_mask(self, keep: Tensor) -> Tensor:
-        keep = check_keep(keep, self.num_players)
+    def expand_mask(self, keep: Tensor, soft: bool = False) -> Tensor:
+        keep = check_keep(keep, self.num_players, soft=soft)
         m = self._membership_on(keep)
         return keep.to(m.dtype) @ m
 

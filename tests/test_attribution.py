@@ -8,9 +8,12 @@ from torch import nn
 from lit_xai.attribution import (
     ATTRIBUTIONS,
     RISE,
+    Banzhaf,
     GradientXInput,
     IntegratedGradients,
     KernelSHAP,
+    LeverageSHAP,
+    PermutationSHAP,
     PerturbationAttribution,
     RandomAttribution,
     SmoothGrad,
@@ -26,10 +29,17 @@ FAST = {
     "smoothgrad": dict(num_samples=4),
     "rise": dict(num_masks=64, batch_size=50),
     "kernel_shap": dict(num_coalitions=64, max_evaluations=130, threshold=None),
+    "leverage_shap": dict(num_coalitions=64, max_evaluations=130),
+    "permutation_shap": dict(max_evaluations=64),
+    "beta_shapley": dict(max_evaluations=64),
+    "banzhaf": dict(num_masks=64, batch_size=50),
+    "weighted_shap": dict(max_evaluations=64),
+    "sobol": dict(num_designs=8),
+    "hsic": dict(num_designs=32),
     "leave_one_out": dict(batch_size=7),
 }
 VIT_ONLY = {"attention_rollout", "last_layer_attention"}
-IMAGE_ONLY = {"gradcam"}
+IMAGE_ONLY = {"gradcam", "h_shap"}
 PIXEL_METHODS = {"gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "gradcam"} | VIT_ONLY
 
 
@@ -179,8 +189,11 @@ def test_gradient_abs_and_signed():
         lambda m, p, k, s: SmoothGrad(m, p, num_samples=6, seed=s),
         lambda m, p, k, s: RISE(m, p, k, num_masks=50, seed=s),
         lambda m, p, k, s: KernelSHAP(m, p, k, num_coalitions=32, max_evaluations=66, threshold=None, seed=s),
+        lambda m, p, k, s: LeverageSHAP(m, p, k, num_coalitions=32, max_evaluations=66, seed=s),
+        lambda m, p, k, s: PermutationSHAP(m, p, k, max_evaluations=66, seed=s),
+        lambda m, p, k, s: Banzhaf(m, p, k, num_masks=50, seed=s),
     ],
-    ids=["smoothgrad", "rise", "kernel_shap"],
+    ids=["smoothgrad", "rise", "kernel_shap", "leverage_shap", "permutation_shap", "banzhaf"],
 )
 def test_seeded_methods_are_deterministic(make):
     model, players, x, masker = make_case("cnn")
@@ -219,7 +232,10 @@ def test_unknown_name_lists_the_valid_ones():
         build_attribution("saliency", model, players)
 
 
-@pytest.mark.parametrize("name", ["leave_one_out", "rise", "kernel_shap"])
+@pytest.mark.parametrize(
+    "name",
+    ["leave_one_out", "rise", "kernel_shap", "leverage_shap", "permutation_shap", "beta_shapley", "banzhaf"],
+)
 def test_perturbation_methods_need_a_masker(name):
     model, players, _, _ = make_case("mlp")
     with pytest.raises(ValueError, match="masker=BaselineFill"):

@@ -6,12 +6,16 @@ from torch import nn
 
 from lit_xai.attribution import (
     RISE,
+    Banzhaf,
+    BetaShapley,
     GradCAM,
     Gradient,
     GradientXInput,
     IntegratedGradients,
     KernelSHAP,
     LeaveOneOut,
+    LeverageSHAP,
+    PermutationSHAP,
     SmoothGrad,
 )
 from lit_xai.attribution.integrated_gradients import INTEGRATION_METHODS, integration_rule
@@ -169,6 +173,20 @@ def test_kernel_shap_of_a_linear_model(paired):
     )
 
 
+@pytest.mark.parametrize("paired", [True, False])
+def test_leverage_shap_of_a_linear_model(paired):
+    """Leverage SHAP's regression is exact on a linear model as soon as its coalitions identify the players."""
+    model, players = linear_model(), FeatureGroups(7, GROUPS)
+    x, base = torch.randn(4, 7), torch.randn(7)
+    explainer = LeverageSHAP(
+        model, players, BaselineFill(players, fill=base), link="logits", max_evaluations=12, paired=paired
+    )
+    values = explainer.attribute(x, target=torch.tensor([2, 0, 1, 2]))
+    expected = per_player(model.weight[[2, 0, 1, 2]].detach() * (x - base), players)
+    torch.testing.assert_close(values, expected, atol=1e-4, rtol=1e-4)
+    assert explainer.last_result.num_evaluations == 12
+
+
 def test_rise_of_an_additive_model():
     """For an additive game, ``E[v(S) | i in S] - E[v(S) | i not in S]`` is player i's contribution."""
     model, players = Additive(), FeatureGroups(7, GROUPS)
@@ -181,6 +199,46 @@ def test_rise_of_an_additive_model():
     contribution = per_player(model.a[0].detach() * torch.sin(x), players)
     centred = lambda v: v - v.mean(1, keepdim=True)  # noqa: E731
     torch.testing.assert_close(centred(kept), 0.5 * centred(contribution), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda *args: PermutationSHAP(*args, link="logits", max_evaluations=2 + 2 * 3),
+        lambda *args: BetaShapley(*args, alpha=16, beta=1, link="logits", max_evaluations=2 + 2 * 3),
+        lambda *args: BetaShapley(*args, alpha=0.5, beta=4, link="logits", max_evaluations=2 + 4 * 3),
+    ],
+    ids=["shapley", "beta(16,1)", "beta(0.5,4)"],
+)
+def test_every_semivalue_of_a_linear_model_is_w_times_x_minus_baseline(make):
+    """Every marginal contribution of player i in ``w.x`` is ``w_i (x_i - baseline_i)``: so is every semivalue,
+    from any number of permutations."""
+    model, players = linear_model(), FeatureGroups(7, GROUPS)
+    x, base = torch.randn(4, 7), torch.randn(7)
+    explainer = make(model, players, BaselineFill(players, fill=base))
+    values = explainer.attribute(x, target=torch.tensor([2, 0, 1, 2]))
+    expected = per_player(model.weight[[2, 0, 1, 2]].detach() * (x - base), players)
+    torch.testing.assert_close(values, expected, atol=1e-5, rtol=1e-5)
+    assert explainer.last_result.num_evaluations <= explainer.max_evaluations
+    every = explainer.attribute_all(x)
+    torch.testing.assert_close(every[..., 1], per_player(model.weight[1].detach() * (x - base), players))
+
+
+def test_banzhaf_of_an_additive_model_and_from_rises_evaluations():
+    """The Banzhaf value of an additive game is each player's own contribution; RISE's p = 1/2 masks give it."""
+    model, players = Additive(), FeatureGroups(7, GROUPS)
+    x = torch.randn(2, 7)
+    banzhaf = Banzhaf(model, players, BaselineFill(players), num_masks=20000, link="logits", batch_size=4096)
+    values = banzhaf.attribute(x, target=0)
+    contribution = per_player(model.a[0].detach() * torch.sin(x), players)
+    # Each mean is over ~10,000 coalitions of a sum of 3 other players' terms (|c| < 3): standard error < 0.03.
+    torch.testing.assert_close(values, contribution, atol=0.1, rtol=0)
+    rise = RISE(model, players, BaselineFill(players), num_masks=20000, link="logits", batch_size=4096)
+    saliency, from_rise = rise.attribute_all_and_banzhaf(x)
+    torch.testing.assert_close(saliency, rise.attribute_all(x))
+    torch.testing.assert_close(from_rise, banzhaf.attribute_all(x))
+    with pytest.raises(ValueError, match="keep_prob=0.3"):
+        RISE(model, players, BaselineFill(players), keep_prob=0.3).attribute_all_and_banzhaf(x)
 
 
 def test_gradcam_of_a_cnn_matches_the_definition():

@@ -24,6 +24,7 @@ from lit_xai.evaluation import (
     GlobalBatches,
     best_methods,
     build_methods,
+    check_settings,
     count_forward_rows,
     format_table,
     load_classifier,
@@ -297,6 +298,39 @@ def test_one_method_runs_with_several_settings_under_labelled_names(checkpoints)
     with count_forward_rows([scorer.model]) as rows:
         methods[1].explain(x, target)
     assert [m.name for m in methods] == list(options) and rows[0] > 4 * small
+
+
+def test_black_box_estimators_run_by_name_on_the_surrogate_game(checkpoints):
+    explainers = load_explainers({"vit_shapley": checkpoints["explainer"]})
+    scorer = load_scorer(checkpoints["surrogate"], explainers)
+    options = {
+        "leverage_shap": {"max_evaluations": 130},
+        "permutation_shap": {"max_evaluations": 130},
+        "beta_shapley": {"max_evaluations": 130, "alpha": 4, "beta": 1},
+        "banzhaf": {"num_masks": 130},
+        "weighted_shap": {"max_evaluations": 130},
+        "sobol": {"num_designs": 8},
+        "hsic": {"num_designs": 64},
+        "h_shap": {},
+    }
+    # Evaluations per image (9 players on a 3 x 3 grid): the budgets; WeightedSHAP adds at most 13 recovery curves
+    # of 10 coalitions; Sobol N (d + 2); h-Shap at most 16 at the root plus 16 + 4 + 4 below it.
+    budgets = {**{name: 130 for name in options}, "weighted_shap": 130 + 13 * 10, "sobol": 8 * 11, "hsic": 64}
+    budgets["h_shap"] = 16 + 16 + 4 + 4
+    check_settings(
+        EvaluationSettings(
+            surrogate_checkpoint=checkpoints["surrogate"], baselines=list(options), baseline_kwargs=options
+        )
+    )
+    methods = build_methods(scorer, {}, list(options), options)
+    x = torch.randn(2, 1, 12, 12)
+    target = torch.tensor([1, 3])
+    for method in methods:
+        with count_forward_rows([scorer.model]) as rows:
+            values = method.explain(x, target)
+        assert values.shape == (2, 9) and values.isfinite().all(), method.name
+        # plus the pass that finds the prediction
+        assert rows[0] <= 2 * (budgets[method.name] + 1), method.name
 
 
 @pytest.mark.parametrize("target", ["predicted", "true"])

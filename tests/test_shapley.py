@@ -322,6 +322,77 @@ def test_shapley_values_helper_agrees_between_methods():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Leverage SHAP (Musco & Witter, ICLR 2025): kernel_shap(sampler="leverage")
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_leverage_shap_is_exact_on_additive_and_linear_games(paired):
+    d = 12
+    w = torch.randn(d, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    result = kernel_shap(
+        lambda keep: keep.double() @ w,
+        d,
+        sampler="leverage",
+        paired=paired,
+        threshold=None,
+        max_evaluations=2 + 96,
+        generator=torch.Generator().manual_seed(1),
+    )
+    torch.testing.assert_close(result.values, w, atol=1e-9, rtol=0)
+    model = nn.Linear(d, 3).double().eval()
+    x = torch.randn(4, d, dtype=torch.float64)
+    game = ModelGame(model, BaselineFill(FeatureGroups(d), fill=0.25), x, link="logits")
+    result = kernel_shap(
+        game, d, sampler="leverage", threshold=None, max_evaluations=2 + 64, paired=paired, batch_size=32
+    )
+    expected = (x - 0.25).unsqueeze(-1) * model.weight.detach().T
+    torch.testing.assert_close(result.values, expected, atol=1e-9, rtol=0)
+
+
+def test_leverage_shap_enumerating_every_coalition_is_exact_and_says_so():
+    d = 7
+    table = torch.randn(2, 2**d, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    game = table_game(table, d)
+    result = kernel_shap(game, d, sampler="leverage", threshold=None, max_evaluations=10_000, batch_size=32)
+    torch.testing.assert_close(result.values, exact_shapley(game, d), atol=1e-10, rtol=0)
+    assert result.num_evaluations == 2**d and result.converged and (result.std == 0).all()
+
+
+def test_leverage_shap_error_at_most_kernel_shaps_at_equal_budget():
+    # The paper's claim on a small nonlinear game: lower error than (paired) KernelSHAP at every budget.
+    d = 10
+    game = mlp_game(num_features=d, num_inputs=3, seed=1)
+    exact = exact_shapley(game, d)
+    for budget in (64, 256, 1000):
+        errors = {}
+        for sampler in ("kernel", "leverage"):
+            runs = [
+                kernel_shap(
+                    game,
+                    d,
+                    sampler=sampler,
+                    threshold=None,
+                    max_evaluations=2 + budget,
+                    batch_size=64,
+                    generator=torch.Generator().manual_seed(seed),
+                )
+                for seed in range(20)
+            ]
+            errors[sampler] = torch.stack([(r.values - exact).pow(2).sum(1).mean() for r in runs]).mean()
+        assert errors["leverage"] <= errors["kernel"], (budget, errors)
+
+
+def test_leverage_shap_has_no_stopping_rule_and_reports_no_std():
+    d = 8
+    game = mlp_game(num_features=d, num_inputs=2, seed=1)
+    with pytest.raises(ValueError, match="threshold=None"):
+        kernel_shap(game, d, sampler="leverage")
+    result = kernel_shap(game, d, sampler="leverage", threshold=None, max_evaluations=100, batch_size=32)
+    assert result.std.isnan().all() and not result.converged and result.num_evaluations == 100
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Errors a user can cause
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -336,6 +407,8 @@ def test_clear_errors():
         kernel_shap(never, 4, batch_size=7)
     with pytest.raises(ValueError, match="min_evaluations"):
         kernel_shap(never, 4, min_evaluations=10, max_evaluations=5)
+    with pytest.raises(ValueError, match="leverage"):
+        kernel_shap(never, 4, sampler="uniform")
     with pytest.raises(ValueError, match=r"\(N, C\)"):
         exact_shapley(lambda keep: keep.sum(1).double(), 3)
     with pytest.raises(ValueError, match="NaN"):

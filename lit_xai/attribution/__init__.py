@@ -11,7 +11,8 @@ Build one by name with :func:`build_attribution`::
 
 Gradient methods (``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``) also give pixel
 maps (``attribute_pixels``); GradCAM and the attention methods give their feature-grid maps (``attribute_grid``);
-perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``) need a masker and give every class at once
+perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``, ``leverage_shap``, ``permutation_shap``,
+``beta_shapley``, ``banzhaf``, ``weighted_shap``, ``sobol``, ``hsic``, ``h_shap``) need a masker and give every class at once
 (``attribute_all -> (B, d, C)``).
 """
 
@@ -22,31 +23,47 @@ from collections.abc import Callable
 from torch import nn
 
 from lit_xai.attribution.attention import AttentionRollout, LastLayerAttention
+from lit_xai.attribution.banzhaf import Banzhaf
 from lit_xai.attribution.base import Attribution, PixelAttribution
+from lit_xai.attribution.beta_shapley import BetaShapley
 from lit_xai.attribution.gradcam import GradCAM
 from lit_xai.attribution.gradients import Gradient, GradientXInput, SmoothGrad
+from lit_xai.attribution.h_shap import HShap
+from lit_xai.attribution.hsic import HSICAttribution
 from lit_xai.attribution.integrated_gradients import IntegratedGradients
 from lit_xai.attribution.kernel_shap import KernelSHAP
+from lit_xai.attribution.leverage_shap import LeverageSHAP
+from lit_xai.attribution.permutation_shap import PermutationSHAP
 from lit_xai.attribution.perturbation import RISE, LeaveOneOut, PerturbationAttribution
 from lit_xai.attribution.random_baseline import RandomAttribution
+from lit_xai.attribution.sobol import SobolAttribution
+from lit_xai.attribution.weighted_shap import WeightedSHAP
 from lit_xai.players import Players
 
 __all__ = [
     "ATTRIBUTIONS",
     "Attribution",
     "AttentionRollout",
+    "Banzhaf",
+    "BetaShapley",
     "GradCAM",
     "Gradient",
     "GradientXInput",
+    "HSICAttribution",
+    "HShap",
     "IntegratedGradients",
     "KernelSHAP",
     "LastLayerAttention",
     "LeaveOneOut",
+    "LeverageSHAP",
+    "PermutationSHAP",
     "PerturbationAttribution",
     "PixelAttribution",
     "RISE",
     "RandomAttribution",
     "SmoothGrad",
+    "SobolAttribution",
+    "WeightedSHAP",
     "build_attribution",
 ]
 
@@ -63,6 +80,14 @@ ATTRIBUTIONS: dict[str, type[Attribution]] = {
         LeaveOneOut,
         RISE,
         KernelSHAP,
+        LeverageSHAP,
+        PermutationSHAP,
+        BetaShapley,
+        Banzhaf,
+        WeightedSHAP,
+        SobolAttribution,
+        HSICAttribution,
+        HShap,
         RandomAttribution,
     )
 }
@@ -76,10 +101,10 @@ def build_attribution(
     Args:
         name: one of ``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``, ``gradcam``,
             ``attention_rollout``, ``last_layer_attention``, ``leave_one_out``, ``rise``, ``kernel_shap``,
-            ``random``.
+            ``leverage_shap``, ``permutation_shap``, ``beta_shapley``, ``banzhaf``, ``weighted_shap``, ``sobol``, ``hsic``, ``h_shap``, ``random``.
         model: the network to explain.
         players: the players of the input.
-        masker: how players are removed; required by ``leave_one_out``, ``rise`` and ``kernel_shap`` and ignored
+        masker: how players are removed; required by the perturbation methods and ignored
             by the other methods (so one call can build every method in a loop).
         **kwargs: options of the method's class (e.g. ``steps`` for integrated gradients).
     """

@@ -37,6 +37,8 @@ class KernelSHAP(PerturbationAttribution):
             uses ``max_evaluations``.
         max_evaluations: cap on coalitions evaluated per input (the engine warns when it stops here unconverged).
         min_evaluations: never stop before this many coalitions.
+        sampler: ``"kernel"`` (KernelSHAP) or ``"leverage"`` (Leverage SHAP, a fixed budget: ``threshold=None``;
+            see :class:`~lit_xai.attribution.leverage_shap.LeverageSHAP`).
         seed: seed of the coalition sampler (drawn on the CPU, so results agree across devices); ``None`` uses the
             global random state.
 
@@ -60,6 +62,7 @@ class KernelSHAP(PerturbationAttribution):
         max_evaluations: int = 10_000,
         min_evaluations: int = 0,
         seed: int | None = 0,
+        sampler: str = "kernel",
     ) -> None:
         super().__init__(model, players, masker, link=link, batch_size=batch_size)
         self.engine_kwargs = dict(
@@ -68,6 +71,7 @@ class KernelSHAP(PerturbationAttribution):
             threshold=threshold,
             max_evaluations=int(max_evaluations),
             min_evaluations=int(min_evaluations),
+            sampler=sampler,
         )
         self.seed = seed
         self.last_result: KernelShapResult | None = None

@@ -75,24 +75,44 @@ class PerturbationAttribution(Attribution):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
 
-    def _evaluate(self, x: Tensor, masks: Tensor, consume: Callable[[int, int, int, Tensor], None]) -> None:
+    def _evaluate(
+        self,
+        x: Tensor,
+        masks: Tensor,
+        consume: Callable[[int, int, int, Tensor], None],
+        masker: Callable | None = None,
+    ) -> None:
         """Run every (input, mask) pair and hand the values to ``consume(b, first, stop, values)``.
 
         ``values`` are the linked outputs of input ``b`` under ``masks[first:stop]``. Pairs are flattened input by
-        input and cut into chunks of ``batch_size``, so small ``d`` still fills the forward passes.
+        input and cut into chunks of ``batch_size``, so small ``d`` still fills the forward passes. ``masker``
+        replaces ``self.masker`` (e.g. a baseline fill's soft path).
         """
+        masker = self.masker if masker is None else masker
         num_masks = masks.shape[0]
         total = x.shape[0] * num_masks
         for start in range(0, total, self.batch_size):
             stop = min(start + self.batch_size, total)
             flat = torch.arange(start, stop, device=x.device)
-            values = self.link(self.masker(self.model, x[flat // num_masks], masks[flat % num_masks]))
+            values = self.link(masker(self.model, x[flat // num_masks], masks[flat % num_masks]))
             for b in range(start // num_masks, (stop - 1) // num_masks + 1):
                 lo, hi = max(start, b * num_masks), min(stop, (b + 1) * num_masks)
                 consume(b, lo - b * num_masks, hi - b * num_masks, values[lo - start : hi - start])
 
     def _all_classes(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def _outputs(self, x: Tensor, masks: Tensor, masker: Callable | None = None) -> Tensor:
+        """The linked outputs of every input under every mask, ``(B, N, C)``."""
+        holder: list[Tensor] = []  # allocated once the first chunk tells C
+
+        def consume(b: int, first: int, stop: int, values: Tensor) -> None:
+            if not holder:
+                holder.append(values.new_empty(x.shape[0], masks.shape[0], values.shape[-1]))
+            holder[0][b, first:stop] = values
+
+        self._evaluate(x, masks, consume, masker)
+        return holder[0]
 
     def attribute_all(self, x: Tensor) -> Tensor:
         """Attributions for every class at once, ``(B, d, C)``."""
@@ -177,12 +197,11 @@ class RISE(PerturbationAttribution):
         masks = torch.rand(self.num_masks, self.players.num_players, generator=generator) < self.keep_prob
         return masks.to(device)
 
-    def _all_classes(self, x: Tensor) -> Tensor:
+    def _mask_sums(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Evaluate every input under the masks: ``(masks (N, d), Σ_n v(S_n) 1{i ∈ S_n} (B, d, C), Σ_n v(S_n) (B, C))``."""
         masks = self.sample_masks(x.device)
-        sums: list[Tensor | None] = [None] * x.shape[
-            0
-        ]  # per input: [sum over masks of v(S) * 1{i in S}, sum v(S)]
-        totals: list[Tensor | None] = [None] * x.shape[0]
+        sums: list[Tensor | None] = [None] * x.shape[0]  # per input: sum over masks of v(S) * 1{i in S}
+        totals: list[Tensor | None] = [None] * x.shape[0]  # per input: sum over masks of v(S)
 
         def consume(b: int, first: int, stop: int, values: Tensor) -> None:
             weighted = masks[first:stop].to(values.dtype).T @ values
@@ -190,11 +209,43 @@ class RISE(PerturbationAttribution):
             totals[b] = values.sum(0) if totals[b] is None else totals[b] + values.sum(0)
 
         self._evaluate(x, masks, consume)
-        counts = masks.sum(dim=0).to(sums[0].dtype)
-        importance = torch.stack(sums) / counts.clamp_min(1).view(1, -1, 1)
+        return masks, torch.stack(sums), torch.stack(totals)
+
+    def _all_classes(self, x: Tensor) -> Tensor:
+        masks, sums, totals = self._mask_sums(x)
+        return self._rise(masks, sums, totals)
+
+    def _rise(self, masks: Tensor, sums: Tensor, totals: Tensor) -> Tensor:
+        counts = masks.sum(dim=0).to(sums.dtype)
+        importance = sums / counts.clamp_min(1).view(1, -1, 1)
         # A player no mask kept carries no information: give it the unconditional mean.
         never = counts == 0
         if bool(never.any()):
-            mean = torch.stack(totals) / self.num_masks
+            mean = totals / self.num_masks
             importance[:, never] = mean.unsqueeze(1).expand(-1, int(never.sum()), -1)
         return importance
+
+    def attribute_all_and_banzhaf(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """RISE and the Banzhaf values from the same evaluations, both ``(B, d, C)`` (needs ``keep_prob=0.5``).
+
+        RISE's masks with ``p = 1/2`` are the uniform coalitions of the Banzhaf value's maximum-sample-reuse
+        estimator (Wang & Jia, AISTATS 2023): ``E[v(S) | i ∈ S]`` is RISE's saliency, and subtracting
+        ``E[v(S) | i ∉ S]``, from the same sums, gives the Banzhaf value at no extra model evaluation.
+        """
+        if self.keep_prob != 0.5:
+            raise ValueError(
+                f"Banzhaf values need masks that keep each player with probability 1/2, got keep_prob={self.keep_prob}"
+            )
+        self.check_input(x)
+        with torch.no_grad(), preserved_model_state(self.model):
+            masks, sums, totals = self._mask_sums(x)
+        return self._rise(masks, sums, totals), _banzhaf(masks, sums, totals)
+
+
+def _banzhaf(masks: Tensor, sums: Tensor, totals: Tensor) -> Tensor:
+    """``mean v(S ∋ i) - mean v(S ∌ i)`` from RISE's sums, ``(B, d, C)``."""
+    counts = masks.sum(dim=0).to(sums.dtype)
+    if bool(((counts == 0) | (counts == masks.shape[0])).any()):
+        raise ValueError("some player was kept by every mask or by none: Banzhaf values need more masks")
+    outside = totals.unsqueeze(1) - sums
+    return sums / counts.view(1, -1, 1) - outside / (masks.shape[0] - counts).view(1, -1, 1)
