@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from collections.abc import Iterator
 
 import lightning as L
@@ -19,7 +20,7 @@ from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.data.resumable import RestoreLoaderPosition
 from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
 
-__all__ = ["LitXaiCLI", "main", "use_offline_wandb", "user_errors_exit"]
+__all__ = ["LitXaiCLI", "finish_wandb_run", "main", "use_offline_wandb", "user_errors_exit"]
 
 #: Errors a user causes (bad setting, missing file, NaN loss): train.py shows them as one line.
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
@@ -31,6 +32,17 @@ def use_offline_wandb() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
+
+
+def finish_wandb_run() -> None:
+    """Close the W&B run in progress, if any, so that the next stage run in this process starts its own.
+
+    Lightning's ``WandbLogger`` adopts a run that is still open instead of creating one, so stages trained one
+    after another in one process (``make demo``) would all log into the first stage's run.
+    """
+    wandb = sys.modules.get("wandb")  # never import wandb just to find that nothing is running
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 class LitXaiCLI(LightningCLI):

@@ -1,0 +1,24 @@
+"""The first hour's snags (issue 14, item 6): each test failed before its fix."""
+
+from __future__ import annotations
+
+from lightning.pytorch.loggers import WandbLogger
+
+from lit_xai import demo
+
+
+def test_demo_logs_each_stage_into_its_own_wandb_run(tmp_path, monkeypatch):
+    # Every stage builds a WandbLogger as its config does; Lightning reuses a W&B run still in progress, so
+    # without wandb.finish() between stages the surrogate and explainer logged into the classifier's run.
+    runs = []
+
+    def fake_stage(args):
+        logger = WandbLogger(project="lit_xai", name=args[2], save_dir=str(tmp_path), offline=True)
+        logger.log_metrics({"val/accuracy": 0.5}, step=0)
+        runs.append(logger.experiment.id)
+
+    monkeypatch.setattr(demo, "cli_main", fake_stage)
+    demo.train_stages(tmp_path / "outputs", retrain=False, fast=True)
+    assert len(runs) == len(demo.STAGES)
+    assert len(set(runs)) == len(demo.STAGES), f"stages shared W&B runs: {runs}"
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == len(demo.STAGES)
