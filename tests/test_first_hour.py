@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
+import pytest
 from lightning.pytorch.loggers import WandbLogger
+from packaging.version import Version
 
 from lit_xai import demo
 
@@ -22,3 +27,22 @@ def test_demo_logs_each_stage_into_its_own_wandb_run(tmp_path, monkeypatch):
     assert len(runs) == len(demo.STAGES)
     assert len(set(runs)) == len(demo.STAGES), f"stages shared W&B runs: {runs}"
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == len(demo.STAGES)
+
+
+def test_pyproject_license_is_an_spdx_string_without_setuptools_warnings(monkeypatch):
+    # A TOML table as license made setuptools print a deprecation banner on every install; setuptools reads
+    # an SPDX string from version 77 on, so the build must ask for at least that version.
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from setuptools import SetuptoolsDeprecationWarning
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    requirement = next(r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools"))
+    assert Version(requirement.split(">=")[1]) >= Version("77")
+    monkeypatch.chdir(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SetuptoolsDeprecationWarning)
+        apply_configuration(Distribution(), "pyproject.toml")
