@@ -8,10 +8,12 @@ W&B runs offline unless the user sets ``WANDB_MODE`` (``wandb sync`` uploads the
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
@@ -20,7 +22,14 @@ from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.data.resumable import RestoreLoaderPosition
 from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
 
-__all__ = ["LitXaiCLI", "finish_wandb_run", "main", "use_offline_wandb", "user_errors_exit"]
+__all__ = [
+    "LitXaiCLI",
+    "check_config_files",
+    "finish_wandb_run",
+    "main",
+    "use_offline_wandb",
+    "user_errors_exit",
+]
 
 #: Errors a user causes (bad setting, missing file, NaN loss): train.py shows them as one line.
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
@@ -115,6 +124,62 @@ def user_errors_exit() -> Iterator[None]:
         raise SystemExit(f"error: {message} (LIT_XAI_TRACEBACK=1 shows the traceback)") from None
 
 
+#: Suffixes that mark a ``--config`` value as a file name rather than an inline YAML/JSON string.
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _config_values(args: Sequence[str]) -> Iterator[str]:
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            yield args[i + 1]
+        elif arg.startswith("--config="):
+            yield arg.split("=", 1)[1]
+
+
+def closest_file(
+    path: str | Path, suffixes: Sequence[str] = _CONFIG_SUFFIXES, max_files: int = 2000
+) -> str | None:
+    """The existing file whose path is most like ``path`` (a typo in a folder or a file name), or ``None``.
+
+    Looks below the nearest folder of ``path`` that exists, three levels deep at most, skipping hidden folders, so
+    a typo next to a large ``outputs/`` tree stays fast.
+    """
+    path = Path(path)
+    anchor = path.parent
+    while not anchor.is_dir() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        return None
+    candidates: list[str] = []
+    depth0 = len(anchor.parts)
+    for folder, subfolders, files in os.walk(anchor):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__pycache__")
+        if len(Path(folder).parts) - depth0 >= 3:
+            subfolders[:] = []
+        candidates += [os.path.join(folder, f) for f in sorted(files) if f.endswith(tuple(suffixes))]
+        if len(candidates) >= max_files:
+            break
+    # Compared below the anchor: a long shared prefix would make any two paths look alike.
+    relative = {os.path.relpath(c, anchor): c for c in candidates}
+    matches = difflib.get_close_matches(os.path.relpath(path, anchor), relative, n=1, cutoff=0.6)
+    return relative[matches[0]] if matches else None
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Raise one clear ``FileNotFoundError`` for a ``--config`` file that does not exist, naming the closest one.
+
+    jsonargparse reports a missing config file after its full usage message (about 50 lines); a typo deserves
+    one line. Values that are not file names (inline YAML, URLs) are left to jsonargparse.
+    """
+    for value in _config_values(args):
+        if "://" in value or "\n" in value or not value.endswith(_CONFIG_SUFFIXES) or Path(value).is_file():
+            continue
+        guess = closest_file(value)
+        hint = f"did you mean {guess}?" if guess else "check the path; the configs are in configs/<dataset>/"
+        raise FileNotFoundError(f"config file not found: {value} ({hint})")
+
+
 def main(args: list[str] | None = None) -> LitXaiCLI:
+    check_config_files(sys.argv[1:] if args is None else args)
     use_offline_wandb()
     return LitXaiCLI(args=args)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -10,6 +13,9 @@ from lightning.pytorch.loggers import WandbLogger
 from packaging.version import Version
 
 from lit_xai import demo
+from lit_xai.cli import closest_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_logs_each_stage_into_its_own_wandb_run(tmp_path, monkeypatch):
@@ -37,7 +43,7 @@ def test_pyproject_license_is_an_spdx_string_without_setuptools_warnings(monkeyp
     from setuptools.config.pyprojecttoml import apply_configuration
     from setuptools.dist import Distribution
 
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
     assert pyproject["project"]["license"] == "Apache-2.0"
     requirement = next(r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools"))
@@ -46,3 +52,39 @@ def test_pyproject_license_is_an_spdx_string_without_setuptools_warnings(monkeyp
     with warnings.catch_warnings():
         warnings.simplefilter("error", SetuptoolsDeprecationWarning)
         apply_configuration(Distribution(), "pyproject.toml")
+
+
+def test_misspelled_config_path_is_one_line_naming_the_closest_file(tmp_path):
+    # jsonargparse printed its ~50-line usage before "File does not exist"; the user needs the path they meant.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "LIT_XAI_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    for script, args, meant, status in (
+        (
+            "train.py",
+            ["fit", "--config", "configs/digits/clasifier.yaml"],
+            "configs/digits/classifier.yaml",
+            1,
+        ),
+        ("evaluate.py", ["--config=configs/eval/digit.yaml"], "configs/eval/digits.yaml", 2),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / script), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == status, result.stderr[-2000:]
+        assert len(lines) == 1, result.stderr[-2000:]
+        assert "config file not found" in lines[0] and f"did you mean {meant}?" in lines[0], lines[0]
+
+
+def test_closest_file_looks_below_the_nearest_existing_folder(tmp_path):
+    (tmp_path / "configs/digits").mkdir(parents=True)
+    (tmp_path / "configs/digits/surrogate.yaml").write_text("{}")
+    assert closest_file(tmp_path / "configs/digit/surrogate.yaml") == str(
+        tmp_path / "configs/digits/surrogate.yaml"
+    )
+    assert closest_file(tmp_path / "configs/digits/nothing_alike.yaml") is None

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 
+from lit_xai.cli import check_config_files
 from lit_xai.evaluation.config import EvaluationSettings, build_parser, check_settings
 from lit_xai.evaluation.methods import build_methods, load_classifier, load_explainers, load_scorer
 from lit_xai.evaluation.module import EvaluationModule
@@ -61,6 +62,12 @@ def main(args: list[str] | None = None) -> dict[str, Any] | None:
 
     Bad settings end the program with one ``error:`` line and exit status 2 before any work.
     """
+    argv = sys.argv[1:] if args is None else args
+    try:
+        check_config_files(argv)  # a mistyped --config path: one line naming the closest file, not the usage
+    except FileNotFoundError as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     parser = build_parser()
     cfg = parser.parse_args(args)
     # Our batches are partitioned across processes without padding (see GlobalBatches): Lightning must not add
@@ -70,7 +77,7 @@ def main(args: list[str] | None = None) -> dict[str, Any] | None:
     settings = EvaluationSettings(**{key: cfg[key] for key in names})
     config = cfg.clone().as_dict()
     config.pop("config", None)
-    config["command"] = "python evaluate.py " + shlex.join(sys.argv[1:] if args is None else args)
+    config["command"] = "python evaluate.py " + shlex.join(argv)
     try:
         check_settings(
             settings
