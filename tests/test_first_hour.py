@@ -8,12 +8,19 @@ import sys
 import warnings
 from pathlib import Path
 
+import lightning as L
+import numpy as np
 import pytest
-from lightning.pytorch.loggers import WandbLogger
+import torch
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from packaging.version import Version
+from PIL import Image
 
 from lit_xai import demo
+from lit_xai.algorithms.classifier import ClassifierModule
+from lit_xai.algorithms.vit_shapley import SurrogateModule
 from lit_xai.cli import closest_file
+from lit_xai.data import ImageFolderDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,3 +95,47 @@ def test_closest_file_looks_below_the_nearest_existing_folder(tmp_path):
         tmp_path / "configs/digits/surrogate.yaml"
     )
     assert closest_file(tmp_path / "configs/digits/nothing_alike.yaml") is None
+
+
+TINY_RGB_VIT = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=16, depth=1, num_heads=2)
+
+
+def make_image_folder(root: Path, classes=("ant", "bee", "cat"), per_class=4, size=16) -> Path:
+    """``root/<class>/<i>.png``: random RGB images, the layout the README's image-folder commands read."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def save_classifier(path: Path, num_classes: int) -> str:
+    """A classifier checkpoint as train.py writes it (LightningCLI records the class path)."""
+    module = ClassifierModule("vit_tiny_patch16_224", num_classes, TINY_RGB_VIT)
+    hparams = dict(module.hparams, _class_path="lit_xai.algorithms.classifier.ClassifierModule")
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams}, path)
+    return str(path)
+
+
+def quick_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    options = dict(
+        max_steps=1,
+        limit_val_batches=1,
+        logger=CSVLogger(tmp_path / "logs"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**options, **kwargs})
+
+
+def test_surrogate_on_an_image_folder_sized_by_the_data(tmp_path):
+    # The surrogate's image_size=None ("the ViT's") and the data's image_size=16 were both logged as hparams:
+    # Lightning refused to merge them ("Error while merging hparams: the keys ['image_size'] ...").
+    root = make_image_folder(tmp_path / "images")
+    surrogate = SurrogateModule(save_classifier(tmp_path / "classifier.ckpt", 3))
+    data = ImageFolderDataModule(root, image_size=16, batch_size=4, val_fraction=0.25, test_fraction=0.25)
+    quick_trainer(tmp_path).fit(surrogate, data)
+    assert surrogate.players.image_size == (16, 16)

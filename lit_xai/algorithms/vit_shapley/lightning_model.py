@@ -107,7 +107,9 @@ class SurrogateModule(_MaskedStage):
             classifier = build_model(
                 backbone_spec["backbone"], backbone_spec["num_classes"], **backbone_spec["backbone_kwargs"]
             )
-        self.save_hyperparameters()
+        # image_size=None means "the ViT's own size": nothing to record, and a None would clash with an image
+        # folder's image_size when Lightning merges the module's and the data's hyperparameters for the logger.
+        self.save_hyperparameters(ignore=["image_size"] if image_size is None else None)
         self.hparams.backbone_spec = backbone_spec
         self.teacher = classifier.eval().requires_grad_(False)
         self.model = copy.deepcopy(classifier).requires_grad_(True)
