@@ -105,6 +105,15 @@ def _import(class_path: str) -> object:
         return class_path
 
 
+def _worker_message(text: str) -> str:
+    """The original error of a DataLoader worker: PyTorch re-raises it with the worker's whole traceback as its
+    message, whose last line is the one the user needs (``ValueError: cannot read image ...``)."""
+    if "Original Traceback (most recent call last)" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
 @contextlib.contextmanager
 def user_errors_exit() -> Iterator[None]:
     """For scripts: a user error (bad value, missing file, NaN loss) prints one line and exits with status 1.
@@ -120,7 +129,8 @@ def user_errors_exit() -> Iterator[None]:
         # listing every candidate class; the user needs the original one.
         while str(err).startswith(_WRAPPED) and isinstance(err.__cause__ or err.__context__, USER_ERRORS):
             err = err.__cause__ or err.__context__
-        message = " ".join(str(err).split())
+        message = _worker_message(str(err))
+        message = " ".join(message.split())
         raise SystemExit(f"error: {message} (LIT_XAI_TRACEBACK=1 shows the traceback)") from None
 
 
