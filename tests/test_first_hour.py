@@ -19,7 +19,8 @@ from PIL import Image
 from lit_xai import demo
 from lit_xai.algorithms.classifier import ClassifierModule
 from lit_xai.algorithms.vit_shapley import SurrogateModule
-from lit_xai.cli import closest_file
+from lit_xai.callbacks.finite_loss import FiniteLossGuard
+from lit_xai.cli import closest_file, user_errors_exit
 from lit_xai.data import ImageFolderDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,3 +140,48 @@ def test_surrogate_on_an_image_folder_sized_by_the_data(tmp_path):
     data = ImageFolderDataModule(root, image_size=16, batch_size=4, val_fraction=0.25, test_fraction=0.25)
     quick_trainer(tmp_path).fit(surrogate, data)
     assert surrogate.players.image_size == (16, 16)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_truncated_image_is_one_line_naming_the_file(tmp_path, monkeypatch, num_workers):
+    # PIL said "OSError: Truncated File Read" after 40 lines of traceback, without saying which file.
+    root = make_image_folder(tmp_path / "images")
+    broken = root / "bee" / "2.jpg"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(broken, quality=95)
+    broken.write_bytes(broken.read_bytes()[:200])
+    data = ImageFolderDataModule(
+        root, image_size=16, batch_size=32, val_fraction=0.0, test_fraction=0.0, num_workers=num_workers
+    )
+    data.setup("fit")
+    monkeypatch.setenv("LIT_XAI_TRACEBACK", "0")
+    with pytest.raises(SystemExit) as stop, user_errors_exit():
+        next(iter(data.train_dataloader()))
+    line = str(stop.value.code)
+    assert "\n" not in line and f"cannot read image {broken}" in line, line
+    assert "Traceback" not in line and len(line) < 400, line
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    # An empty class folder still counted as a class: labels shifted and training failed with
+    # "IndexError: Target 3 is out of bounds".
+    root = make_image_folder(tmp_path / "images")
+    (root / "dog").mkdir()
+    data = ImageFolderDataModule(root, image_size=16)
+    with pytest.raises(ValueError, match=f"class folder {root / 'dog'} holds no images"):
+        data.setup("fit")
+
+
+def test_model_classes_must_match_the_data(tmp_path):
+    # The README's commands trained a 10-way head on a 3-class folder and exited 0.
+    root = make_image_folder(tmp_path / "images")
+    data = ImageFolderDataModule(root, image_size=16, batch_size=4, val_fraction=0.25, test_fraction=0.25)
+    model = ClassifierModule("vit_tiny_patch16_224", 10, TINY_RGB_VIT)
+    trainer = quick_trainer(tmp_path, callbacks=[FiniteLossGuard()], logger=False)
+    with pytest.raises(
+        ValueError, match=r"predicts 10 classes but ImageFolderDataModule has 3 \(ant, bee, cat\)"
+    ):
+        trainer.fit(model, data)
+    # A surrogate inherits the classifier's classes: the same check, read from its networks.
+    surrogate = SurrogateModule(save_classifier(tmp_path / "classifier.ckpt", 4))
+    with pytest.raises(ValueError, match="predicts 4 classes but ImageFolderDataModule has 3"):
+        quick_trainer(tmp_path, callbacks=[FiniteLossGuard()], logger=False).fit(surrogate, data)
