@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import socket
 import subprocess
 import sys
 import warnings
@@ -22,6 +24,7 @@ from lit_xai.algorithms.vit_shapley import SurrogateModule
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.cli import closest_file, user_errors_exit
 from lit_xai.data import ImageFolderDataModule
+from lit_xai.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,3 +188,35 @@ def test_model_classes_must_match_the_data(tmp_path):
     surrogate = SurrogateModule(save_classifier(tmp_path / "classifier.ckpt", 4))
     with pytest.raises(ValueError, match="predicts 4 classes but ImageFolderDataModule has 3"):
         quick_trainer(tmp_path, callbacks=[FiniteLossGuard()], logger=False).fit(surrogate, data)
+
+
+def test_pretrained_weights_offline_fail_fast_with_the_fix(tmp_path, monkeypatch):
+    # Offline, timm's download retried for a minute and ended in an error suggesting neither fix.
+    import huggingface_hub.constants
+    import timm
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    downloads = []
+
+    def offline_create_model(name, pretrained=False, **kwargs):
+        if pretrained:
+            downloads.append(name)
+            raise OSError("An error happened while trying to locate the file on the Hub")
+        return real_create_model(name, **kwargs)
+
+    def no_network(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    real_create_model = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline_create_model)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(FileNotFoundError, match="pretrained false.*checkpoint_path"):
+        build_model("vit_tiny_patch16_224", 3, pretrained=True, **TINY_RGB_VIT)
+    assert downloads == [], "tried to download with no network"
+    # The host answers but the download still fails: the same advice, with the Hub's reason.
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: io.BytesIO())
+    with pytest.raises(FileNotFoundError, match="pretrained false.*checkpoint_path.*OSError"):
+        build_model("vit_tiny_patch16_224", 3, pretrained=True, **TINY_RGB_VIT)
+    assert downloads == ["vit_tiny_patch16_224"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -88,10 +91,58 @@ def build_model(
             raise ValueError(
                 f"unknown model {name!r}: not 'mlp', 'cnn' or a timm model name (similar: {close})"
             )
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+        if pretrained:
+            model = _create_pretrained(name, num_classes, **kwargs)
+        else:
+            model = timm.create_model(name, num_classes=num_classes, **kwargs)
     if checkpoint_path is not None:
         load_weights(model, load_state_dict(checkpoint_path), f"{checkpoint_path} does not match {name!r}")
     return model
+
+
+#: Files timm reads pretrained weights from on the Hugging Face Hub, in the order it tries them.
+_HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def _offline_hint(name: str) -> str:
+    return (
+        f"pretrained weights of {name!r} are not in the local Hugging Face cache and cannot be downloaded (no "
+        f"network?): set --model.init_args.pretrained false to start from random weights, or "
+        f"--model.init_args.checkpoint_path to a local state dict or .safetensors file"
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's host answers at all; ``True`` behind a proxy, which only the HTTP client can use."""
+    if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _create_pretrained(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """``timm.create_model(pretrained=True)``, failing in seconds with the fix when the weights cannot be had.
+
+    Offline, the Hub client retries for about a minute and then raises an error that suggests neither
+    ``pretrained: false`` nor a local ``checkpoint_path``. Weights already in the cache are used without a
+    network; otherwise the Hub's host is tried once, briefly, before timm's download.
+    """
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = (getattr(cfg, "hf_hub_id", None) or "").split("@")[0]
+    if hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        cached = any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in _HUB_WEIGHT_FILES)
+        if not cached and (constants.HF_HUB_OFFLINE or not _hub_reachable()):
+            raise FileNotFoundError(_offline_hint(name))
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+    except (OSError, ConnectionError, TimeoutError) as err:  # the Hub's "not found in the local cache" errors
+        raise FileNotFoundError(f"{_offline_hint(name)} ({type(err).__name__}: {str(err)[:200]})") from err
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mismatch: str) -> None:
