@@ -24,6 +24,7 @@ from lit_xai.algorithms.vit_shapley import SurrogateModule
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.cli import closest_file, user_errors_exit
 from lit_xai.data import ImageFolderDataModule
+from lit_xai.evaluation.config import EvaluationSettings, build_parser, check_settings
 from lit_xai.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,3 +221,32 @@ def test_pretrained_weights_offline_fail_fast_with_the_fix(tmp_path, monkeypatch
     with pytest.raises(FileNotFoundError, match="pretrained false.*checkpoint_path.*OSError"):
         build_model("vit_tiny_patch16_224", 3, pretrained=True, **TINY_RGB_VIT)
     assert downloads == ["vit_tiny_patch16_224"]
+
+
+def test_evaluate_with_fewer_baselines_keeps_the_config_options(tmp_path):
+    # configs/eval/digits.yaml gives options for rise, kernel_shap, ...; `--baselines '[gradient]'` stopped with
+    # exit 2 ("options for 'rise', which is not in baselines") unless --baseline_kwargs was restated.
+    checkpoint = tmp_path / "surrogate.ckpt"
+    checkpoint.write_bytes(b"only its existence is checked here")
+    parser = build_parser()
+    cfg = parser.parse_args(
+        [
+            "--config",
+            str(ROOT / "configs/eval/digits.yaml"),
+            "--baselines",
+            "[gradient]",
+            "--metrics",
+            "[insertion_deletion]",
+            "--surrogate_checkpoint",
+            str(checkpoint),
+            "--explainers",
+            "[]",
+        ]
+    )
+    settings = EvaluationSettings(**{key: cfg[key] for key in EvaluationSettings.__dataclass_fields__})
+    assert "rise" in settings.baseline_kwargs and "sensitivity_n" in settings.metric_kwargs
+    check_settings(settings)
+    # A misspelled method name in the options is still one clear error.
+    settings.baseline_kwargs["rsie"] = {"num_masks": 10}
+    with pytest.raises(ValueError, match="options for 'rsie', which is not a baseline"):
+        check_settings(settings)

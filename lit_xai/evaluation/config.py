@@ -3,7 +3,7 @@
 The parser mirrors LightningCLI: top-level evaluation options, ``trainer`` (every :class:`lightning.Trainer`
 argument, so ``--trainer.devices 8 --trainer.strategy ddp`` works) and ``data`` (a LightningDataModule chosen by
 ``class_path``, as in ``train.py``'s configs). :func:`check_settings` rejects unknown method or metric names,
-options for methods that are not run, and missing checkpoints with one clear message, before anything is loaded.
+options of unknown methods, and missing checkpoints with one clear message, before anything is loaded.
 """
 
 from __future__ import annotations
@@ -189,15 +189,17 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
             raise ValueError(f"explainer name {name!r} must be non-empty and contain no '.'")
     if not names:
         raise ValueError("no methods to evaluate: list explainers and/or baselines")
-    for kind, chosen, options, registry in (
-        ("baseline", settings.baselines, settings.baseline_kwargs, ATTRIBUTIONS),
-        ("metric", settings.metrics, settings.metric_kwargs, METRICS),
+    for kind, options, registry in (
+        ("baseline", settings.baseline_kwargs, ATTRIBUTIONS),
+        ("metric", settings.metric_kwargs, METRICS),
     ):
+        # Options of a known method that is not run are kept for when it is: a config lists options for every
+        # method it may run, and `--baselines '[gradient]'` must not need `--baseline_kwargs` restated.
         for name, kwargs in options.items():
-            if name not in chosen:
+            if base_method(name) not in registry:
                 raise ValueError(
-                    f"{kind}_kwargs has options for {name!r}, which is not in {kind}s ({', '.join(chosen)}); "
-                    f"add it there or remove its options"
+                    f"{kind}_kwargs has options for {name!r}, which is not a {kind} (choose from "
+                    f"{', '.join(registry)})"
                 )
             _check_options(kind, name, kwargs, registry[base_method(name)])
     for key in ("ground_truth_images", "model_batch_size"):
