@@ -155,12 +155,12 @@ class ExplanationQuality(ExplanationCallback):
         if stage not in ("fit", "validate"):
             return
         owner = type(self).__name__
-        if self.num_samples < trainer.world_size:
+        (setup,) = self._prepare(trainer, pl_module, stage, [self.method])
+        if self.num_samples < trainer.world_size:  # after _prepare, which may lower num_samples to the data's
             raise ValueError(
                 f"{owner}(num_samples={self.num_samples}) is smaller than the number of processes "
                 f"({trainer.world_size}); give every process at least one input"
             )
-        (setup,) = self._prepare(trainer, pl_module, stage, [self.method])
         self.explain_setup = setup
         self.metrics = {name: self._build_metric(name, setup, pl_module) for name in self.metric_names}
 
