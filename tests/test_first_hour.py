@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from lit_xai import demo
 from lit_xai.algorithms.classifier import ClassifierModule
 from lit_xai.algorithms.vit_shapley import SurrogateModule
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
-from lit_xai.cli import closest_file, user_errors_exit
+from lit_xai.cli import closest_file, finish_wandb_run, main, user_errors_exit
 from lit_xai.data import ImageFolderDataModule
 from lit_xai.evaluation.config import EvaluationSettings, build_parser, check_settings
 from lit_xai.models import build_model
@@ -250,3 +251,41 @@ def test_evaluate_with_fewer_baselines_keeps_the_config_options(tmp_path):
     settings.baseline_kwargs["rsie"] = {"num_masks": 10}
     with pytest.raises(ValueError, match="options for 'rsie', which is not a baseline"):
         check_settings(settings)
+
+
+def readme_cpu_commands() -> list[list[str]]:
+    """The train.py lines of the README's "On a CPU, without downloads" block, with ``$SMALL`` expanded."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("### On a CPU, without downloads", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.strip().splitlines() if line.strip()]
+    small = shlex.split(lines[0].split("=", 1)[1])[0]
+    commands = []
+    for line in lines[1:]:
+        words = shlex.split(line.replace("$SMALL", small))
+        assert words[:3] == ["python", "train.py", "fit"], line
+        commands.append(words[2:])
+    return commands
+
+
+@pytest.mark.slow  # about 45 s on one thread
+def test_readme_cpu_commands_train_the_three_stages_on_a_tiny_folder(tmp_path, monkeypatch):
+    commands = readme_cpu_commands()
+    assert len(commands) == 3
+    monkeypatch.chdir(tmp_path)
+    os.symlink(ROOT / "configs", tmp_path / "configs")
+    make_image_folder(tmp_path / "my_images", per_class=6, size=24)
+    short = [
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    for args in commands:
+        try:
+            main([*args, *short])
+        finally:
+            finish_wandb_run()
+    for stage in ("classifier", "surrogate", "explainer"):
+        assert (tmp_path / f"outputs/image_folder/{stage}/checkpoints/best.ckpt").is_file(), stage
