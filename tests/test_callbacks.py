@@ -380,7 +380,7 @@ def test_learned_explainer_is_scored_against_cached_exact_shapley_values(tmp_pat
     assert quality.last_values["val/shapley_squared_error"] == pytest.approx(float(expected), rel=1e-4)
 
     # A new run reads the file instead of enumerating 2^d coalitions again ...
-    monkeypatch.setattr("lit_xai.callbacks.explanation_quality.exact_shapley", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("lit_xai.ground_truth.exact_shapley", lambda *a, **k: 1 / 0)
     reread = ExplanationQuality(["shapley_error"], method="self", num_samples=6, shapley_cache=str(cache))
     trainer(tmp_path, [reread]).validate(explainer, TinyImages(), verbose=False)
     assert reread.last_values == pytest.approx(quality.last_values)

@@ -18,20 +18,14 @@ import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lit_xai.attribution import ATTRIBUTIONS
-from lit_xai.metrics import Eraser, InsertionDeletion, Localization, SensitivityN
-from lit_xai.shapley import MAX_EXACT_PLAYERS
+from lit_xai.ground_truth import resolve_estimator
+from lit_xai.metrics.registry import METRICS as METRIC_REGISTRY
 
 __all__ = ["EvaluationSettings", "METRICS", "build_parser", "check_settings", "explainer_paths"]
 
-#: Metric names accepted in ``metrics``, and the class each one builds.
-METRICS = {
-    "insertion_deletion": InsertionDeletion,
-    "sensitivity_n": SensitivityN,
-    "eraser": Eraser,
-    "localization": Localization,
-}
-#: Largest number of players for which ``ground_truth: auto`` computes exact Shapley values (2^16 evaluations).
-AUTO_EXACT_PLAYERS = 16
+#: Metric names accepted in ``metrics``, and the class each one builds: the registry's metrics that score
+#: explanations on their own (Shapley error is set by ``ground_truth``).
+METRICS = {name: spec.cls for name, spec in METRIC_REGISTRY.items() if spec.needs != "ground_truth"}
 
 
 @dataclass
@@ -52,7 +46,8 @@ class EvaluationSettings:
         metric_kwargs: per-metric options, e.g. ``{sensitivity_n: {subset_sizes: [2, 4, 8]}}``.
         target: explain the surrogate's ``predicted`` class or the ``true`` label.
         ground_truth: Shapley values of the surrogate's game to measure errors against: ``auto`` (exact when
-            the players are at most 16, else none), ``exact``, ``kernel`` (converged KernelSHAP) or ``none``.
+            the players are at most 16, else converged KernelSHAP: :mod:`lit_xai.ground_truth`), ``exact``,
+            ``kernel`` or ``none``.
         ground_truth_images: ground truth is computed for the first this many images only (it is expensive).
         kernel_budgets: evaluations per image at which KernelSHAP's error is plotted against the explainer's.
         num_images: evaluate only the first this many test images (``null``: all).
@@ -235,12 +230,11 @@ def base_method(name: str) -> str:
 
 
 def resolve_ground_truth(mode: str, num_players: int) -> str:
-    """``auto`` -> ``exact`` for at most 16 players, else ``none``; ``exact`` needs at most 20 players."""
-    if mode == "auto":
-        return "exact" if num_players <= AUTO_EXACT_PLAYERS else "none"
-    if mode == "exact" and num_players > MAX_EXACT_PLAYERS:
-        raise ValueError(
-            f"ground_truth: exact enumerates 2^{num_players} coalitions per image; use ground_truth: kernel (converged "
-            f"KernelSHAP) or none for more than {MAX_EXACT_PLAYERS} players"
-        )
-    return mode
+    """``none``, or the estimator :func:`lit_xai.ground_truth.resolve_estimator` picks (``auto``: exact for at most
+    16 players, converged KernelSHAP beyond; ``exact`` needs at most 20 players)."""
+    if mode == "none":
+        return mode
+    try:
+        return resolve_estimator(mode, num_players)
+    except ValueError as err:
+        raise ValueError(f"ground_truth: {err} (or none)") from None
