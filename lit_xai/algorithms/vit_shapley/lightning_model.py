@@ -122,6 +122,11 @@ class SurrogateModule(_MaskedStage):
         self.teacher.eval()  # the teacher's dropout/batch-norm must never switch to training behaviour
         return self
 
+    @property
+    def explained_network(self) -> torch.nn.Module:
+        """The surrogate network (lit_xai.protocols.ExplainedModel); ``players`` and ``masker`` are attributes."""
+        return self.model
+
     def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
         """Surrogate logits with only ``keep``'s players (all players when ``keep`` is None)."""
         if keep is None:
@@ -241,9 +246,18 @@ class ExplainerModule(_MaskedStage):
         self.net = AmortizedShapley(explainer, surrogate, masker, link=link, normalization=normalization)
         self.sampler = ShapleySampler(players.num_players, paired=True)
 
+    # lit_xai.protocols.LearnedExplainer: the network explained is the surrogate whose game the explainer estimates.
+    @property
+    def explained_network(self) -> torch.nn.Module:
+        return self.net.surrogate
+
     @property
     def players(self):
         return self.net.players
+
+    @property
+    def masker(self):
+        return self.net.masker
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
