@@ -18,6 +18,7 @@ from lit_xai.cli import check_config_files
 from lit_xai.evaluation.config import EvaluationSettings, build_parser, check_settings
 from lit_xai.evaluation.methods import build_methods, load_classifier, load_explainers, load_scorer
 from lit_xai.evaluation.module import EvaluationModule
+from lit_xai.models import ClassifierSpec
 
 __all__ = ["main", "prepare"]
 
@@ -32,7 +33,7 @@ def prepare(
     """
     explainer_paths = check_settings(settings)
     explainers = load_explainers(explainer_paths)
-    scorer = load_scorer(settings.surrogate_checkpoint, explainers)
+    scorer = load_scorer(settings.surrogate_checkpoint, explainers, settings.model)
     classifier = load_classifier(settings.classifier_checkpoint) if settings.classifier_checkpoint else None
     methods = build_methods(
         scorer, explainers, settings.baselines, settings.baseline_kwargs, classifier, seed=settings.seed
@@ -75,6 +76,8 @@ def main(args: list[str] | None = None) -> dict[str, Any] | None:
     cfg.trainer.use_distributed_sampler = False
     names = set(EvaluationSettings.__dataclass_fields__)
     settings = EvaluationSettings(**{key: cfg[key] for key in names})
+    if settings.model is not None and not isinstance(settings.model, ClassifierSpec):  # parsed as a Namespace
+        settings.model = ClassifierSpec(**settings.model.as_dict())
     config = cfg.clone().as_dict()
     config.pop("config", None)
     config["command"] = "python evaluate.py " + shlex.join(argv)

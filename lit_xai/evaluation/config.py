@@ -20,6 +20,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from lit_xai.attribution import ATTRIBUTIONS
 from lit_xai.ground_truth import resolve_estimator
 from lit_xai.metrics.registry import METRICS as METRIC_REGISTRY
+from lit_xai.models import ClassifierSpec
 
 __all__ = ["EvaluationSettings", "METRICS", "build_parser", "check_settings", "explainer_paths"]
 
@@ -36,6 +37,9 @@ class EvaluationSettings:
         surrogate_checkpoint: the surrogate (``SurrogateModule`` checkpoint) that scores every explanation: removal
             metrics go through it and its masker, and gradient baselines explain its network on full inputs.
             Defaults to the surrogate stored in the first explainer.
+        model: instead of a surrogate, a classifier trained anywhere scores the explanations through its own
+            removal (token dropping for ViTs, zero filling otherwise): a ``train.py`` checkpoint, a timm name with
+            a weights file, or a ``package.module:function`` factory (:class:`lit_xai.models.ClassifierSpec`).
         explainers: learned explainers (``ExplainerModule`` checkpoints), as ``{name: path}`` or a list of paths.
         classifier_checkpoint: when set, gradient and attention baselines explain this classifier instead of the
             surrogate network (removal metrics still score through the surrogate).
@@ -60,6 +64,7 @@ class EvaluationSettings:
     """
 
     surrogate_checkpoint: str | None = None
+    model: ClassifierSpec | None = None
     explainers: dict[str, str] | list[str] = field(default_factory=list)
     classifier_checkpoint: str | None = None
     baselines: list[str] = field(
@@ -161,11 +166,18 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
         FileNotFoundError: a checkpoint that does not exist.
     """
     explainers = explainer_paths(settings.explainers)
-    if settings.surrogate_checkpoint is None and not explainers:
+    if settings.surrogate_checkpoint is None and settings.model is None and not explainers:
         raise ValueError(
-            "nothing scores the explanations: set surrogate_checkpoint (a SurrogateModule checkpoint) or at least "
-            "one explainer, whose surrogate is then used"
+            "nothing scores the explanations: set surrogate_checkpoint (a SurrogateModule checkpoint), model (a "
+            "classifier: checkpoint, timm + weights, or factory) or at least one explainer, whose surrogate is then "
+            "used"
         )
+    if settings.model is not None:
+        if settings.surrogate_checkpoint is not None:
+            raise ValueError(
+                "set surrogate_checkpoint or model, not both: one network scores the explanations"
+            )
+        settings.model.check()
     unknown = [name for name in settings.baselines if base_method(name) not in ATTRIBUTIONS]
     if unknown:
         raise ValueError(
@@ -215,6 +227,8 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
             f"one pair), got {budgets}"
         )
     paths = [settings.surrogate_checkpoint, settings.classifier_checkpoint, *explainers.values()]
+    if settings.model is not None:
+        paths += [settings.model.checkpoint, settings.model.weights]
     for path in paths:
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(

@@ -19,10 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from lit_xai.algorithms.vit_shapley import ExplainerModule, SurrogateModule
+from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker
 from lit_xai.attribution import ATTRIBUTIONS, PerturbationAttribution, RandomAttribution, build_attribution
 from lit_xai.evaluation.config import accepted_options, base_method
 from lit_xai.masking import Masker
-from lit_xai.models import backbone_from_checkpoint, read_checkpoint
+from lit_xai.models import ClassifierSpec, backbone_from_checkpoint, load_classifier_spec, read_checkpoint
 
 __all__ = [
     "Scorer",
@@ -107,13 +108,30 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
 
 
-def load_scorer(surrogate_checkpoint: str | None, explainers: Mapping[str, ExplainerModule]) -> Scorer:
-    """The scoring surrogate: from ``surrogate_checkpoint``, else the surrogate stored in the first explainer.
+def load_scorer(
+    surrogate_checkpoint: str | None,
+    explainers: Mapping[str, ExplainerModule],
+    model: ClassifierSpec | None = None,
+) -> Scorer:
+    """The scoring surrogate: from ``surrogate_checkpoint``, or the classifier ``model`` through its own removal,
+    else the surrogate stored in the first explainer.
 
     Every explainer must use the same players; one trained for a different surrogate is flagged in the notes.
     """
     link = next(iter(explainers.values())).net.link_name if explainers else "softmax"
-    if surrogate_checkpoint is not None:
+    notes = []
+    if model is not None:
+        network = load_classifier_spec(model)
+        players = build_players(network, model.patch_size, model.image_size, model.num_features)
+        masker = build_stage_masker(network, players, model.masker, model.masker_kwargs)
+        surrogate_checkpoint = "the given model"
+        notes.append(
+            f"Explanations are scored through the given model with {type(masker).__name__}; it was not trained with "
+            f"players missing, so removal shows it inputs unlike its training data (a surrogate trained with "
+            f"configs/<dataset>/surrogate.yaml scores more faithfully)."
+        )
+        model = network
+    elif surrogate_checkpoint is not None:
         hparams = read_checkpoint(surrogate_checkpoint).get("hyper_parameters", {})
         if "masks_per_image" not in hparams:
             raise ValueError(
@@ -128,7 +146,6 @@ def load_scorer(surrogate_checkpoint: str | None, explainers: Mapping[str, Expla
         first_name, first = next(iter(explainers.items()))
         model, masker = first.net.surrogate, first.net.masker
         surrogate_checkpoint = f"the surrogate of {first_name}"
-    notes = []
     for name, explainer in explainers.items():
         if explainer.net.num_players != masker.num_players:
             raise ValueError(

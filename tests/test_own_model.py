@@ -1,0 +1,92 @@
+"""evaluate.py scores a classifier trained outside lit_xai (issue 14, item 1): a timm name with a weights file
+(state dict or safetensors) or a ``package.module:function`` factory, through the model's own removal."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+import timm
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from lit_xai.evaluation import main
+from lit_xai.models import SmallCNN
+
+TINY_VIT = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1, num_heads=2)
+DATA = {"class_path": "lit_xai.data.DigitsDataModule", "init_args": {"batch_size": 8, "seed": 0}}
+
+
+def evaluate(tmp_path, model: dict, **overrides):
+    config = {
+        "model": model,
+        "baselines": ["gradient", "leave_one_out", "random"],
+        "metrics": ["insertion_deletion"],
+        "ground_truth": "none",
+        "num_images": 8,
+        "figure_images": 0,
+        "output_dir": str(tmp_path / "out"),
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False},
+        "data": DATA,
+        **overrides,
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with contextlib.redirect_stdout(io.StringIO()):
+        return main(["--config", str(path)])
+
+
+def test_timm_name_and_safetensors_weights(tmp_path):
+    torch.manual_seed(0)
+    trained = timm.create_model("vit_tiny_patch16_224", num_classes=10, **TINY_VIT)  # "trained elsewhere"
+    save_file(trained.state_dict(), str(tmp_path / "vit.safetensors"))
+    spec = {"timm": "vit_tiny_patch16_224", "weights": str(tmp_path / "vit.safetensors"), "num_classes": 10}
+    results = evaluate(tmp_path, {**spec, "kwargs": TINY_VIT})
+    assert set(results["methods"]) == {"gradient", "leave_one_out", "random"}
+    for method in results["methods"].values():
+        assert 0.0 <= method["scores"]["insertion_auc"]["mean"] <= 1.0
+    assert any("scored through the given model with TokenDrop" in note for note in results["notes"])
+    assert (tmp_path / "out/results.md").is_file()
+
+
+def test_factory_with_a_state_dict_and_wrong_weights_are_named(tmp_path):
+    torch.manual_seed(0)
+    torch.save(SmallCNN(in_chans=1, num_classes=10).state_dict(), tmp_path / "cnn.pt")
+    spec = {
+        "factory": "lit_xai.models:build_model",
+        "kwargs": {"name": "cnn", "in_chans": 1},
+        "num_classes": 10,
+        "weights": str(tmp_path / "cnn.pt"),
+        "patch_size": 2,
+        "image_size": 8,
+    }
+    results = evaluate(tmp_path, spec)
+    assert results["methods"]["leave_one_out"]["scores"]["deletion_auc"]["mean"] >= 0.0
+    with pytest.raises(SystemExit) as stop:
+        evaluate(tmp_path, {**spec, "num_classes": 3})
+    assert stop.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            {"timm": "vit_tiny_patch16_224", "factory": "a.b:c", "num_classes": 10},
+            "exactly one of checkpoint",
+        ),
+        ({"timm": "vit_tiny_patch16_224"}, "needs num_classes"),
+        ({"factory": "lit_xai.models.build_model"}, "must read 'package.module:function'"),
+        (
+            {"timm": "vit_tiny_patch16_224", "num_classes": 10, "weights": "nowhere.pt"},
+            "not found: nowhere.pt",
+        ),
+    ],
+)
+def test_bad_model_specs_are_one_line_before_any_work(tmp_path, capsys, model, message):
+    with pytest.raises(SystemExit) as stop:
+        evaluate(tmp_path, model)
+    error = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and error.startswith("evaluate.py: error:") and message in error, error
+    assert "\n" not in error and not (tmp_path / "out").exists()
