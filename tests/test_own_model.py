@@ -90,3 +90,47 @@ def test_bad_model_specs_are_one_line_before_any_work(tmp_path, capsys, model, m
     error = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and error.startswith("evaluate.py: error:") and message in error, error
     assert "\n" not in error and not (tmp_path / "out").exists()
+
+
+OWN_METHOD = '''
+import torch
+
+
+def gradient_times_input(model, x, target):
+    """A pixel map written without lit_xai: (B, H, W)."""
+    x = x.clone().requires_grad_(True)
+    model(x).gather(1, target[:, None]).sum().backward()
+    return (x.grad * x).sum(1)
+'''
+
+
+def test_an_own_method_by_import_path_is_scored_like_the_builtin_one(tmp_path, monkeypatch):
+    (tmp_path / "my_methods.py").write_text(OWN_METHOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    torch.save(SmallCNN(in_chans=1, num_classes=10).state_dict(), tmp_path / "cnn.pt")
+    spec = {
+        "factory": "lit_xai.models:build_model",
+        "kwargs": {"name": "cnn", "in_chans": 1},
+        "num_classes": 10,
+        "weights": str(tmp_path / "cnn.pt"),
+        "patch_size": 2,
+        "image_size": 8,
+    }
+    results = evaluate(
+        tmp_path,
+        spec,
+        baselines=["gradient_x_input"],
+        own_methods={"mine": "my_methods:gradient_times_input"},
+    )
+    ours, builtin = (results["methods"][name]["scores"] for name in ("mine", "gradient_x_input"))
+    assert results["methods"]["mine"]["kind"] == "own"
+    for score in ("insertion_auc", "deletion_auc"):
+        assert ours[score]["mean"] == pytest.approx(builtin[score]["mean"], abs=1e-6)
+
+
+def test_an_own_method_path_without_a_function_is_one_line(tmp_path, capsys):
+    spec = {"timm": "vit_tiny_patch16_224", "num_classes": 10, "kwargs": TINY_VIT}
+    with pytest.raises(SystemExit):
+        evaluate(tmp_path, spec, own_methods={"mine": "my_methods.gradient_times_input"})
+    assert "own_methods.mine must read 'package.module:function'" in capsys.readouterr().err

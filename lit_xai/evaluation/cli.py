@@ -36,7 +36,13 @@ def prepare(
     scorer = load_scorer(settings.surrogate_checkpoint, explainers, settings.model)
     classifier = load_classifier(settings.classifier_checkpoint) if settings.classifier_checkpoint else None
     methods = build_methods(
-        scorer, explainers, settings.baselines, settings.baseline_kwargs, classifier, seed=settings.seed
+        scorer,
+        explainers,
+        settings.baselines,
+        settings.baseline_kwargs,
+        classifier,
+        seed=settings.seed,
+        own_methods=settings.own_methods,
     )
     return EvaluationModule(
         scorer,

@@ -45,6 +45,9 @@ class EvaluationSettings:
             surrogate network (removal metrics still score through the surrogate).
         baselines: attribution baselines by name (see ``lit_xai.attribution.ATTRIBUTIONS``).
         baseline_kwargs: per-baseline options, e.g. ``{integrated_gradients: {steps: 32}}``.
+        own_methods: explanation methods of your own, ``{name: "package.module:function"}``; each is called as
+            ``function(model, x, target)`` with autograd on and returns per-player values ``(B, d)`` or a map in the
+            input's layout (``(B, H, W)``, ``(B, C, H, W)`` or ``(B, F)``), which is summed onto the players.
         metrics: ``insertion_deletion``, ``sensitivity_n``, ``eraser``, ``localization`` (runs when the data has
             an ``annotation``).
         metric_kwargs: per-metric options, e.g. ``{sensitivity_n: {subset_sizes: [2, 4, 8]}}``.
@@ -70,6 +73,7 @@ class EvaluationSettings:
     baselines: list[str] = field(
         default_factory=lambda: ["gradient", "integrated_gradients", "leave_one_out", "random"]
     )
+    own_methods: dict[str, str] = field(default_factory=dict)
     baseline_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: ["insertion_deletion", "sensitivity_n", "eraser"])
     metric_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -187,7 +191,10 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
     unknown = [name for name in settings.metrics if name not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    names = list(explainers) + list(settings.baselines)
+    for name, path in settings.own_methods.items():
+        if ":" not in str(path):
+            raise ValueError(f"own_methods.{name} must read 'package.module:function', got {path!r}")
+    names = list(explainers) + list(settings.baselines) + list(settings.own_methods)
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"method name(s) used twice: {', '.join(repeated)}; give every method its own name")

@@ -24,6 +24,7 @@ from lit_xai.attribution import ATTRIBUTIONS, PerturbationAttribution, RandomAtt
 from lit_xai.evaluation.config import accepted_options, base_method
 from lit_xai.masking import Masker
 from lit_xai.models import ClassifierSpec, backbone_from_checkpoint, load_classifier_spec, read_checkpoint
+from lit_xai.models.external import import_factory
 
 __all__ = [
     "Scorer",
@@ -64,7 +65,7 @@ class Method:
 
     Attributes:
         name: its row in the report.
-        kind: ``"explainer"`` (learned, amortized) or ``"baseline"``.
+        kind: ``"explainer"`` (learned, amortized), ``"baseline"`` or ``"own"`` (the user's, by import path).
         explain: ``explain(x, target) -> (B, d)`` per-player attributions for ``target``.
         networks: the networks whose forward passes make up the method's cost (counted per image).
         generator: a random generator the method draws from across calls; reseeded per batch so that results do
@@ -184,6 +185,7 @@ def build_methods(
     baseline_kwargs: Mapping[str, Mapping] | None = None,
     classifier: nn.Module | None = None,
     seed: int = 0,
+    own_methods: Mapping[str, str] | None = None,
 ) -> list[Method]:
     """The explainers followed by the baselines, each ready to call.
 
@@ -216,7 +218,36 @@ def build_methods(
                 model_based=model_based,
             )
         )
+    model = classifier if classifier is not None else scorer.model
+    methods += [own_method(name, path, model, scorer.players) for name, path in (own_methods or {}).items()]
     return methods
+
+
+def own_method(name: str, path: str, model: nn.Module, players) -> Method:
+    """A method of the user's own, ``function(model, x, target)`` imported from ``"package.module:function"``.
+
+    Its output may be per-player values ``(B, d)`` or a map in the input's layout, summed onto the players
+    (``players.pool``), so a pixel-level method written for any library is scored like the built-in ones.
+    """
+    function = import_factory(path, f"own_methods.{name}")
+
+    def explain(x: Tensor, target: Tensor) -> Tensor:
+        with torch.enable_grad():
+            values = function(model, x, target)
+        if not isinstance(values, Tensor):
+            raise ValueError(f"own method {name!r} returned {type(values).__name__}, not a tensor")
+        values = values.detach().to(x.device)
+        if values.shape == (x.shape[0], players.num_players):
+            return values
+        try:
+            return players.pool(values)
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"own method {name!r} returned shape {tuple(values.shape)} for inputs {tuple(x.shape)}: return "
+                f"({x.shape[0]}, {players.num_players}) per-player values or a map in the input's layout ({err})"
+            ) from err
+
+    return Method(name, "own", explain, (model,), model_based=True)
 
 
 def _first_layer(network: nn.Module) -> nn.Module:

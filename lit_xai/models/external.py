@@ -72,17 +72,20 @@ class ClassifierSpec:
             raise ValueError(f"model: factory must read 'package.module:function', got {self.factory!r}")
 
 
-def import_factory(path: str):
-    """The callable named by ``"package.module:function"`` (a dotted attribute path after the colon works too)."""
-    module_name, _, attribute = path.partition(":")
+def import_factory(path: str, what: str = "model: factory"):
+    """The callable named by ``"package.module:function"`` (a dotted attribute path after the colon works too);
+    ``what`` names the setting in error messages."""
+    module_name, colon, attribute = path.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError(f"{what} must read 'package.module:function', got {path!r}")
     try:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"model: cannot import factory {path!r}: {err}") from err
+        raise ValueError(f"{what}: cannot import {path!r}: {err}") from err
     if not callable(target):
-        raise ValueError(f"model: factory {path!r} is not callable")
+        raise ValueError(f"{what} {path!r} is not callable")
     return target
 
 
