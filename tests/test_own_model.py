@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shlex
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 import yaml
 from safetensors.torch import save_file
+from test_first_hour import make_image_folder  # tests/ is on sys.path
 
 from lit_xai.evaluation import main
 from lit_xai.models import SmallCNN
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_VIT = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1, num_heads=2)
 DATA = {"class_path": "lit_xai.data.DigitsDataModule", "init_args": {"batch_size": 8, "seed": 0}}
@@ -134,3 +139,32 @@ def test_an_own_method_path_without_a_function_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate(tmp_path, spec, own_methods={"mine": "my_methods.gradient_times_input"})
     assert "own_methods.mine must read 'package.module:function'" in capsys.readouterr().err
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def code_blocks(section: str, language: str) -> list[str]:
+    return [block.split("```", 1)[0] for block in section.split(f"```{language}\n")[1:]]
+
+
+@pytest.mark.slow  # about 30 s on one thread
+def test_readme_explain_your_own_model_runs_as_written(tmp_path, monkeypatch):
+    section = readme_section("Explain your own model")
+    (config,), (methods,), (command,) = (code_blocks(section, lang) for lang in ("yaml", "python", "bash"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # PYTHONPATH=.
+    (tmp_path / "my_eval.yaml").write_text(config)
+    (tmp_path / "my_methods.py").write_text(methods)
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=64, patch_size=8)
+    save_file(model.state_dict(), "my_model.safetensors")  # trained elsewhere
+    make_image_folder(tmp_path / "my_images", per_class=6, size=32)
+    words = shlex.split(command.split("#", 1)[0])
+    assert words[:3] == ["PYTHONPATH=.", "python", "evaluate.py"], command
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = main(words[3:])
+    assert set(results["methods"]) == {"my_saliency", "gradient", "leave_one_out", "random"}
+    assert (tmp_path / "outputs/eval/my_model/results.md").is_file()
