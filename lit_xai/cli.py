@@ -19,6 +19,7 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
+from lit_xai.callbacks.wandb_resume import ContinueWandbRun, continue_wandb_run
 from lit_xai.data.resumable import RestoreLoaderPosition
 from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
 
@@ -62,10 +63,11 @@ class LitXaiCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
-        # Every run stops at the first NaN/inf loss or bad batch (lit_xai/callbacks/finite_loss.py) and resumes
-        # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py).
+        # Every run stops at the first NaN/inf loss or bad batch (lit_xai/callbacks/finite_loss.py), resumes
+        # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py), and in the same W&B run
+        # (lit_xai/callbacks/wandb_resume.py).
         defaults = dict(kwargs.get("trainer_defaults") or {})
-        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition()])
+        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition(), ContinueWandbRun()])
         kwargs["trainer_defaults"] = defaults
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 
@@ -88,6 +90,10 @@ class LitXaiCLI(LightningCLI):
                     f"{wanted.rsplit('.', 1)[-1]}: resume from a checkpoint of this stage"
                 )
         super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        # A resumed run continues its W&B run (the id is stored in the checkpoint by ContinueWandbRun).
+        continue_wandb_run(self.trainer, self._get(self.config_init, "ckpt_path"))
 
     def instantiate_trainer(self, **kwargs):
         # Checkpoints are written atomically and read weights-only, unless the config brings its own CheckpointIO.

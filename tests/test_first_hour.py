@@ -289,3 +289,25 @@ def test_readme_cpu_commands_train_the_three_stages_on_a_tiny_folder(tmp_path, m
             finish_wandb_run()
     for stage in ("classifier", "surrogate", "explainer"):
         assert (tmp_path / f"outputs/image_folder/{stage}/checkpoints/best.ckpt").is_file(), stage
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    # --ckpt_path started a second W&B run: the resumed epochs were logged apart from the first ones.
+    monkeypatch.chdir(tmp_path)
+    fit = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/digits/classifier.yaml"),
+        "--trainer.limit_train_batches",
+        "2",
+    ]
+    fit += ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+    last = "outputs/digits/classifier/checkpoints/last.ckpt"
+    for extra in (["--trainer.max_epochs", "1"], ["--trainer.max_epochs", "2", "--ckpt_path", last]):
+        try:
+            main([*fit, *extra])
+        finally:
+            finish_wandb_run()
+    runs = sorted((tmp_path / "outputs/digits/classifier/wandb").glob("offline-run-*"))
+    assert len(runs) == 2, runs
+    assert len({run.name.rsplit("-", 1)[1] for run in runs}) == 1, [run.name for run in runs]
