@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import save_file
 from test_first_hour import make_image_folder  # tests/ is on sys.path
 
+from lit_xai.cli import main as train_main
 from lit_xai.evaluation import main
 from lit_xai.models import SmallCNN
 
@@ -150,12 +151,15 @@ def code_blocks(section: str, language: str) -> list[str]:
     return [block.split("```", 1)[0] for block in section.split(f"```{language}\n")[1:]]
 
 
-@pytest.mark.slow  # about 30 s on one thread
+@pytest.mark.slow  # about 40 s on one thread
 def test_readme_explain_your_own_model_runs_as_written(tmp_path, monkeypatch):
     section = readme_section("Explain your own model")
-    (config,), (methods,), (command,) = (code_blocks(section, lang) for lang in ("yaml", "python", "bash"))
+    (config,), (methods,), (command, surrogate) = (
+        code_blocks(section, lang) for lang in ("yaml", "python", "bash")
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # PYTHONPATH=.
+    (tmp_path / "configs").symlink_to(ROOT / "configs")  # run from a clone
     (tmp_path / "my_eval.yaml").write_text(config)
     (tmp_path / "my_methods.py").write_text(methods)
     torch.manual_seed(0)
@@ -168,3 +172,40 @@ def test_readme_explain_your_own_model_runs_as_written(tmp_path, monkeypatch):
         results = main(words[3:])
     assert set(results["methods"]) == {"my_saliency", "gradient", "leave_one_out", "random"}
     assert (tmp_path / "outputs/eval/my_model/results.md").is_file()
+    # The surrogate stage starts from the same weights file (a few steps here).
+    words = shlex.split(surrogate)
+    assert words[:3] == ["python", "train.py", "fit"], surrogate
+    short = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
+    train_main([*words[2:], *short])
+    assert (tmp_path / "outputs/image_folder/surrogate/checkpoints/best.ckpt").is_file()
+
+
+def test_surrogate_and_explainer_start_from_weights_saved_elsewhere(tmp_path):
+    # The surrogate stage read only train.py checkpoints; a classifier saved as plain weights could not start it.
+    from lit_xai.algorithms.vit_shapley import ExplainerModule, SurrogateModule
+
+    torch.manual_seed(0)
+    trained = timm.create_model("vit_tiny_patch16_224", num_classes=10, **TINY_VIT).eval()
+    weights = tmp_path / "vit.safetensors"
+    save_file(trained.state_dict(), str(weights))
+    backbone = {"backbone": "vit_tiny_patch16_224", "num_classes": 10, "backbone_kwargs": TINY_VIT}
+    surrogate = SurrogateModule(str(weights), classifier_backbone=backbone)
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(surrogate.teacher(x), trained(x)) and surrogate.players.num_players == 16
+    checkpoint = tmp_path / "surrogate.ckpt"
+    hparams = dict(surrogate.hparams, _class_path="lit_xai.algorithms.vit_shapley.SurrogateModule")
+    torch.save(
+        {
+            "state_dict": surrogate.state_dict(),
+            "hyper_parameters": hparams,
+            "pytorch-lightning_version": "2.6",
+        },
+        checkpoint,
+    )
+    weights.unlink()  # the surrogate's checkpoint rebuilds the network on its own
+    reloaded = SurrogateModule.load_from_checkpoint(checkpoint, weights_only=True)
+    assert torch.equal(reloaded.teacher(x), trained(x))
+    explainer = ExplainerModule(str(checkpoint), num_masks=4)
+    assert explainer.attribute(x, torch.tensor([0, 1])).shape == (2, 16)
+    with pytest.raises(ValueError, match="classifier_backbone needs backbone"):
+        SurrogateModule(str(checkpoint), classifier_backbone={"name": "vit_tiny_patch16_224"})

@@ -5,6 +5,7 @@ from lit_xai.models.external import ClassifierSpec, load_classifier_spec
 from lit_xai.models.factory import (
     SMALL_MODELS,
     backbone_from_checkpoint,
+    backbone_from_weights,
     build_model,
     load_state_dict,
     read_checkpoint,
@@ -17,6 +18,7 @@ __all__ = [
     "SmallCNN",
     "SMALL_MODELS",
     "backbone_from_checkpoint",
+    "backbone_from_weights",
     "build_model",
     "load_classifier_spec",
     "load_state_dict",

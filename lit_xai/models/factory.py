@@ -14,7 +14,14 @@ from torch import nn
 from lit_xai.io import safe_torch_load
 from lit_xai.models.small import MLP, SmallCNN
 
-__all__ = ["build_model", "load_state_dict", "read_checkpoint", "backbone_from_checkpoint", "SMALL_MODELS"]
+__all__ = [
+    "build_model",
+    "load_state_dict",
+    "read_checkpoint",
+    "backbone_from_checkpoint",
+    "backbone_from_weights",
+    "SMALL_MODELS",
+]
 
 SMALL_MODELS = {"mlp": MLP, "cnn": SmallCNN}
 
@@ -157,6 +164,26 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mismatch: str
             f"{mismatch}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}; "
             f"was it saved from another model or stage?"
         )
+
+
+def backbone_from_weights(
+    path: str | Path, backbone: str, num_classes: int, backbone_kwargs: dict | None = None
+) -> tuple[nn.Module, dict]:
+    """A network trained outside lit_xai: build ``backbone`` and load the weights at ``path`` (a state dict,
+    a Lightning checkpoint or ``.safetensors``, read without running code).
+
+    Returns:
+        ``(model, spec)`` with the same ``spec`` as :func:`backbone_from_checkpoint`, so later stages store it and
+        rebuild the network from their own checkpoints.
+    """
+    spec = {
+        "backbone": backbone,
+        "num_classes": int(num_classes),
+        "backbone_kwargs": dict(backbone_kwargs or {}),
+    }
+    model = build_model(spec["backbone"], spec["num_classes"], **spec["backbone_kwargs"])
+    load_weights(model, load_state_dict(path), f"{path} does not hold {backbone!r} weights")
+    return model, spec
 
 
 def backbone_from_checkpoint(path: str | Path, prefix: str = "model.") -> tuple[nn.Module, dict]:

@@ -30,7 +30,7 @@ from lit_xai.algorithms.vit_shapley.torch_model import (
     MLPExplainerNet,
     ViTExplainerNet,
 )
-from lit_xai.models import backbone_from_checkpoint, build_model, read_checkpoint
+from lit_xai.models import backbone_from_checkpoint, backbone_from_weights, build_model, read_checkpoint
 from lit_xai.players import FeatureGroups, PatchGrid
 from lit_xai.sampling import ShapleySampler, UniformSizeSampler
 
@@ -66,7 +66,11 @@ class SurrogateModule(_MaskedStage):
     """Fine-tune a classifier into a surrogate that tolerates missing players.
 
     Args:
-        classifier_checkpoint: checkpoint of the trained classifier (``train.py`` stage 1).
+        classifier_checkpoint: checkpoint of the trained classifier (``train.py`` stage 1), or with
+            ``classifier_backbone`` the weights of a classifier trained elsewhere (state dict or safetensors).
+        classifier_backbone: for a classifier trained outside lit_xai, its architecture:
+            ``{"backbone": <timm name>, "num_classes": C, "backbone_kwargs": {...}}`` (stored in the checkpoint,
+            which then rebuilds the network on its own).
         masker: ``"auto"`` (token dropping for ViTs, zero filling otherwise), ``"token_drop"``,
             ``"attention_mask"``, ``"baseline"`` or ``"append_mask"``.
         masker_kwargs: options of the masker (e.g. ``{"fill": "mean", "mean": [...]}``).
@@ -84,6 +88,7 @@ class SurrogateModule(_MaskedStage):
     def __init__(
         self,
         classifier_checkpoint: str | None = None,
+        classifier_backbone: dict[str, Any] | None = None,
         masker: str = "auto",
         masker_kwargs: dict[str, Any] | None = None,
         patch_size: int | list[int] | None = None,
@@ -102,7 +107,18 @@ class SurrogateModule(_MaskedStage):
         if backbone_spec is None:
             if classifier_checkpoint is None:
                 raise ValueError("SurrogateModule needs classifier_checkpoint: the classifier to fine-tune")
-            classifier, backbone_spec = backbone_from_checkpoint(classifier_checkpoint)
+            if classifier_backbone is not None:
+                unknown = sorted(set(classifier_backbone) - {"backbone", "num_classes", "backbone_kwargs"})
+                if unknown or not {"backbone", "num_classes"} <= set(classifier_backbone):
+                    raise ValueError(
+                        "classifier_backbone needs backbone (a timm name) and num_classes, and takes "
+                        f"backbone_kwargs; got {sorted(classifier_backbone)}"
+                    )
+                classifier, backbone_spec = backbone_from_weights(
+                    classifier_checkpoint, **classifier_backbone
+                )
+            else:
+                classifier, backbone_spec = backbone_from_checkpoint(classifier_checkpoint)
         else:  # rebuilt from our own checkpoint: the weights come from its state dict
             classifier = build_model(
                 backbone_spec["backbone"], backbone_spec["num_classes"], **backbone_spec["backbone_kwargs"]
