@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DEMO_ARGS ?=  # e.g. make demo DEMO_ARGS=--fast
 
 .PHONY: install test test-fast lint demo benchmarks clean
 
@@ -28,7 +29,7 @@ test-fast: lint
 	$(VENV)/bin/pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m lit_xai.demo
+	$(PY) -m lit_xai.demo $(DEMO_ARGS)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/masking_speed.py

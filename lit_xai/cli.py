@@ -8,18 +8,29 @@ W&B runs offline unless the user sets ``WANDB_MODE`` (``wandb sync`` uploads the
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
+from lit_xai.callbacks.wandb_resume import ContinueWandbRun, continue_wandb_run
 from lit_xai.data.resumable import RestoreLoaderPosition
 from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
 
-__all__ = ["LitXaiCLI", "main", "use_offline_wandb", "user_errors_exit"]
+__all__ = [
+    "LitXaiCLI",
+    "check_config_files",
+    "finish_wandb_run",
+    "main",
+    "use_offline_wandb",
+    "user_errors_exit",
+]
 
 #: Errors a user causes (bad setting, missing file, NaN loss): train.py shows them as one line.
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
@@ -33,6 +44,17 @@ def use_offline_wandb() -> None:
     os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
 
 
+def finish_wandb_run() -> None:
+    """Close the W&B run in progress, if any, so that the next stage run in this process starts its own.
+
+    Lightning's ``WandbLogger`` adopts a run that is still open instead of creating one, so stages trained one
+    after another in one process (``make demo``) would all log into the first stage's run.
+    """
+    wandb = sys.modules.get("wandb")  # never import wandb just to find that nothing is running
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
 class LitXaiCLI(LightningCLI):
     """LightningCLI with any LightningModule / LightningDataModule of the toolkit chosen in the config."""
 
@@ -41,10 +63,11 @@ class LitXaiCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
-        # Every run stops at the first NaN/inf loss or bad batch (lit_xai/callbacks/finite_loss.py) and resumes
-        # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py).
+        # Every run stops at the first NaN/inf loss or bad batch (lit_xai/callbacks/finite_loss.py), resumes
+        # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py), and in the same W&B run
+        # (lit_xai/callbacks/wandb_resume.py).
         defaults = dict(kwargs.get("trainer_defaults") or {})
-        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition()])
+        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition(), ContinueWandbRun()])
         kwargs["trainer_defaults"] = defaults
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 
@@ -68,6 +91,10 @@ class LitXaiCLI(LightningCLI):
                 )
         super()._parse_ckpt_path()
 
+    def before_fit(self) -> None:
+        # A resumed run continues its W&B run (the id is stored in the checkpoint by ContinueWandbRun).
+        continue_wandb_run(self.trainer, self._get(self.config_init, "ckpt_path"))
+
     def instantiate_trainer(self, **kwargs):
         # Checkpoints are written atomically and read weights-only, unless the config brings its own CheckpointIO.
         plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
@@ -82,6 +109,15 @@ def _import(class_path: str) -> object:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return class_path
+
+
+def _worker_message(text: str) -> str:
+    """The original error of a DataLoader worker: PyTorch re-raises it with the worker's whole traceback as its
+    message, whose last line is the one the user needs (``ValueError: cannot read image ...``)."""
+    if "Original Traceback (most recent call last)" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 @contextlib.contextmanager
@@ -99,10 +135,67 @@ def user_errors_exit() -> Iterator[None]:
         # listing every candidate class; the user needs the original one.
         while str(err).startswith(_WRAPPED) and isinstance(err.__cause__ or err.__context__, USER_ERRORS):
             err = err.__cause__ or err.__context__
-        message = " ".join(str(err).split())
+        message = _worker_message(str(err))
+        message = " ".join(message.split())
         raise SystemExit(f"error: {message} (LIT_XAI_TRACEBACK=1 shows the traceback)") from None
 
 
+#: Suffixes that mark a ``--config`` value as a file name rather than an inline YAML/JSON string.
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _config_values(args: Sequence[str]) -> Iterator[str]:
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            yield args[i + 1]
+        elif arg.startswith("--config="):
+            yield arg.split("=", 1)[1]
+
+
+def closest_file(
+    path: str | Path, suffixes: Sequence[str] = _CONFIG_SUFFIXES, max_files: int = 2000
+) -> str | None:
+    """The existing file whose path is most like ``path`` (a typo in a folder or a file name), or ``None``.
+
+    Looks below the nearest folder of ``path`` that exists, three levels deep at most, skipping hidden folders, so
+    a typo next to a large ``outputs/`` tree stays fast.
+    """
+    path = Path(path)
+    anchor = path.parent
+    while not anchor.is_dir() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        return None
+    candidates: list[str] = []
+    depth0 = len(anchor.parts)
+    for folder, subfolders, files in os.walk(anchor):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__pycache__")
+        if len(Path(folder).parts) - depth0 >= 3:
+            subfolders[:] = []
+        candidates += [os.path.join(folder, f) for f in sorted(files) if f.endswith(tuple(suffixes))]
+        if len(candidates) >= max_files:
+            break
+    # Compared below the anchor: a long shared prefix would make any two paths look alike.
+    relative = {os.path.relpath(c, anchor): c for c in candidates}
+    matches = difflib.get_close_matches(os.path.relpath(path, anchor), relative, n=1, cutoff=0.6)
+    return relative[matches[0]] if matches else None
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Raise one clear ``FileNotFoundError`` for a ``--config`` file that does not exist, naming the closest one.
+
+    jsonargparse reports a missing config file after its full usage message (about 50 lines); a typo deserves
+    one line. Values that are not file names (inline YAML, URLs) are left to jsonargparse.
+    """
+    for value in _config_values(args):
+        if "://" in value or "\n" in value or not value.endswith(_CONFIG_SUFFIXES) or Path(value).is_file():
+            continue
+        guess = closest_file(value)
+        hint = f"did you mean {guess}?" if guess else "check the path; the configs are in configs/<dataset>/"
+        raise FileNotFoundError(f"config file not found: {value} ({hint})")
+
+
 def main(args: list[str] | None = None) -> LitXaiCLI:
+    check_config_files(sys.argv[1:] if args is None else args)
     use_offline_wandb()
     return LitXaiCLI(args=args)

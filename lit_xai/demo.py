@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lit_xai.cli import finish_wandb_run
 from lit_xai.cli import main as cli_main
 from lit_xai.io import atomic_write_text
 
@@ -48,7 +49,10 @@ def train_stages(root: Path, retrain: bool, fast: bool) -> None:
                 "--trainer.limit_val_batches",
                 "1",
             ]
-        cli_main(args)
+        try:
+            cli_main(args)
+        finally:
+            finish_wandb_run()  # each stage in its own W&B run, as when run from the shell
 
 
 def evaluate(root: Path, out: Path, num_images: int) -> dict:

@@ -380,7 +380,7 @@ def test_learned_explainer_is_scored_against_cached_exact_shapley_values(tmp_pat
     assert quality.last_values["val/shapley_squared_error"] == pytest.approx(float(expected), rel=1e-4)
 
     # A new run reads the file instead of enumerating 2^d coalitions again ...
-    monkeypatch.setattr("lit_xai.callbacks.explanation_quality.exact_shapley", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("lit_xai.ground_truth.exact_shapley", lambda *a, **k: 1 / 0)
     reread = ExplanationQuality(["shapley_error"], method="self", num_samples=6, shapley_cache=str(cache))
     trainer(tmp_path, [reread]).validate(explainer, TinyImages(), verbose=False)
     assert reread.last_values == pytest.approx(quality.last_values)
@@ -413,12 +413,6 @@ def test_unknown_names_fail_at_construction():
 @pytest.mark.parametrize(
     "callback, data, match",
     [
-        (
-            AttributionLogger(num_samples=13),
-            TinyImages(n_val=12),
-            r"more inputs than the validation set has \(12\)",
-        ),
-        (ExplanationQuality(num_samples=20), TinyImages(n_val=12), r"at most 12"),
         (AttributionLogger(target="true"), TinyImages(labels=False), "has no 'target'.*target='predicted'"),
         (ExplanationQuality(target="true", num_samples=4), TinyImages(labels=False), "target='predicted'"),
         (AttributionLogger(method="self"), TinyImages(), "has no attribute.*choose a baseline"),
@@ -436,6 +430,18 @@ def test_bad_configuration_fails_at_setup_before_training(tmp_path, callback, da
     with pytest.raises(ValueError, match=match):
         trainer(tmp_path, [callback]).fit(module, data)
     assert module.steps == 0
+
+
+def test_num_samples_beyond_the_validation_set_use_all_of_it_with_a_warning(tmp_path):
+    # A config's num_samples (32 in the explainer configs) stopped training on a small validation set, and it could
+    # not be lowered without copying the YAML.
+    images, quality = AttributionLogger(num_samples=13), ExplanationQuality(num_samples=20)
+    with pytest.warns(
+        UserWarning, match=r"num_samples=20\) asks for more inputs than the validation set has \(12\)"
+    ):
+        trainer(tmp_path, [images, quality]).fit(classifier(), TinyImages(n_val=12))
+    assert images.num_samples == quality.num_samples == 12
+    assert quality.batch["input"].shape[0] == 12
 
 
 class SelfSupervised(ClassifierModule):

@@ -209,7 +209,7 @@ def test_best_method_is_marked_per_column(evaluation):
     [
         ({"baselines": ["gradient", "gradcamm"]}, "unknown baseline(s) gradcamm"),
         ({"metrics": ["insertion_auc"]}, "unknown metric(s) insertion_auc"),
-        ({"baseline_kwargs": {"rise": {"num_masks": 10}}}, "options for 'rise', which is not in baselines"),
+        ({"baseline_kwargs": {"rsie": {"num_masks": 10}}}, "options for 'rsie', which is not a baseline"),
         ({"metric_kwargs": {"eraser": {"fraction": [0.1]}}}, "eraser: unknown option(s) fraction"),
         ({"num_images": 0}, "num_images must be at least 1"),
         ({"explainers": ["missing/explainer.ckpt"]}, "checkpoint not found: missing/explainer.ckpt"),

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, default_collate
 
@@ -122,7 +123,8 @@ def _validation_loader(trainer: L.Trainer, stage: str) -> DataLoader:
 def select_validation_subset(
     trainer: L.Trainer, num_samples: int, seed: int, stage: str, owner: str
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Draw ``num_samples`` validation items once: ``(dataset indices, collated batch on the CPU)``.
+    """Draw ``num_samples`` validation items once (all of them, with a warning, if there are fewer):
+    ``(dataset indices, collated batch on the CPU)``.
 
     The draw depends only on ``seed`` and the dataset's length, so every epoch and every DDP process sees the
     same inputs (processes then split them among themselves where work is shared).
@@ -130,10 +132,13 @@ def select_validation_subset(
     loader = _validation_loader(trainer, stage)
     size = len(loader.dataset)
     if num_samples > size:
-        raise ValueError(
+        # A config's num_samples is sized for its usual data; on a small validation set use all of it rather
+        # than refuse to train (the option is buried in the config's callback list).
+        rank_zero_warn(
             f"{owner}(num_samples={num_samples}) asks for more inputs than the validation set has ({size}); "
-            f"lower num_samples to at most {size}"
+            f"using all {size}"
         )
+        num_samples = size
     generator = torch.Generator().manual_seed(int(seed))
     indices = torch.randperm(size, generator=generator)[:num_samples].sort().values
     collate = loader.collate_fn or default_collate
@@ -182,6 +187,7 @@ class ExplanationCallback(Callback):
         self.indices, self.batch = select_validation_subset(
             trainer, self.num_samples, self.seed, stage, owner
         )
+        self.num_samples = len(self.indices)  # fewer where the validation set is smaller
         setups = [
             resolve_setup(
                 pl_module,

@@ -3,16 +3,16 @@
 Both callbacks explain the same kind of thing — a LightningModule's network on a few validation inputs — so the
 decisions live here once:
 
-- **the network**: ``pl_module.net.surrogate`` for a learned Shapley explainer (the game it estimates), else
-  ``pl_module.model``, or any attribute path the user names;
-- **the players**: ``pl_module.players`` (or its masker's) when the module has them, else a patch grid over the
-  image (the ViT's own patches, or about 8x8 cells) or one player per tabular column;
-- **the masker**: the module's own (``pl_module.masker``, ``pl_module.net.masker``, or that of the named network's
-  parent, e.g. ``selector.masker`` for ``network="selector.predictor"``), else zero filling
-  (:class:`~lit_xai.masking.BaselineFill`), as removal-based explanations are defined in Covert, Lundberg & Lee,
-  "Explaining by Removing" (JMLR 2021);
-- **the explainer**: ``method="self"`` uses the module's own ``attribute(x, target)`` (a learned explainer), any
-  other name builds a baseline from :mod:`lit_xai.attribution` on the network.
+- **the network**: what the module declares as ``explained_network`` (:class:`lit_xai.protocols.ExplainedModel`:
+  the classifier, the surrogate, the predictor; for a learned Shapley explainer the surrogate whose game it
+  estimates), or any submodule the user names;
+- **the players**: the module's declared ``players``, else a patch grid over the image (the ViT's own patches, or
+  about 8x8 cells) or one player per tabular column;
+- **the masker**: the module's declared ``masker``, else zero filling (:class:`~lit_xai.masking.BaselineFill`), as
+  removal-based explanations are defined in Covert, Lundberg & Lee, "Explaining by Removing" (JMLR 2021);
+- **the explainer**: ``method="self"`` uses the module's own ``attribute(x, target)`` (a
+  :class:`lit_xai.protocols.Explainer`), any other name builds a baseline from :mod:`lit_xai.attribution` on the
+  network.
 
 Explaining never changes the run it watches (:func:`explaining`), and :func:`dry_run` explains two validation
 inputs in the callbacks' ``setup``, so a configuration that cannot work fails before any training step.
@@ -36,6 +36,7 @@ from lit_xai.attribution.base import preserved_model_state, select_target
 from lit_xai.attribution.gradients import GradientAttribution
 from lit_xai.masking import BaselineFill, Masker, build_masker
 from lit_xai.players import FeatureGroups, PatchGrid, Players
+from lit_xai.protocols import ExplainedModel, Explainer
 
 __all__ = [
     "SELF_METHODS",
@@ -74,6 +75,10 @@ class ExplainSetup:
     needs_target: bool
 
 
+def _declared(pl_module: L.LightningModule) -> ExplainedModel | None:
+    return pl_module if isinstance(pl_module, ExplainedModel) else None
+
+
 def _resolve_network(pl_module: L.LightningModule, network: str | None) -> nn.Module:
     if network is not None:
         try:
@@ -81,16 +86,14 @@ def _resolve_network(pl_module: L.LightningModule, network: str | None) -> nn.Mo
         except AttributeError as err:
             raise ValueError(f"{type(pl_module).__name__} has no submodule {network!r}") from err
         return module
-    net = getattr(pl_module, "net", None)
-    if isinstance(getattr(net, "surrogate", None), nn.Module):
-        return net.surrogate  # a learned Shapley explainer: explain the game it estimates
-    model = getattr(pl_module, "model", None)
-    if isinstance(model, nn.Module):
-        return model
-    raise ValueError(
-        f"cannot tell which network of {type(pl_module).__name__} to explain (no .model and no .net.surrogate); "
-        f"name it with network='<submodule>'"
-    )
+    declared = _declared(pl_module)
+    if declared is None:
+        raise ValueError(
+            f"{type(pl_module).__name__} does not say which network to explain: give it the members of "
+            f"lit_xai.protocols.ExplainedModel (explained_network, players, masker), or name the network with "
+            f"network='<submodule>'"
+        )
+    return declared.explained_network
 
 
 def _default_patch_side(side: int) -> int:
@@ -98,29 +101,10 @@ def _default_patch_side(side: int) -> int:
     return next(p for p in range(1, side + 1) if side % p == 0 and side // p <= 8)
 
 
-def _owners(pl_module: L.LightningModule, network: str | None) -> list:
-    """Where a network's players and masker may live: the module, its ``net``, and the named network's parent."""
-    owners = [pl_module, getattr(pl_module, "net", None)]
-    if network is not None and "." in network:
-        parent = network.rsplit(".", 1)[0]  # e.g. "selector" for "selector.predictor"
-        owners.append(pl_module.get_submodule(parent))
-    return [owner for owner in owners if owner is not None]
-
-
-def _module_masker(owners: list) -> Masker | None:
-    for owner in owners:
-        masker = getattr(owner, "masker", None)
-        if isinstance(masker, Masker):
-            return masker
-    return None
-
-
-def _resolve_players(
-    owners: list, network: nn.Module, x: Tensor, patch_size: int | list[int] | None
-) -> Players:
-    players = next((owner.players for owner in owners if getattr(owner, "players", None) is not None), None)
-    if players is None and _module_masker(owners) is not None:
-        players = _module_masker(owners).players
+def _resolve_players(declared: Players | None, network: nn.Module, x: Tensor, patch_size) -> Players:
+    """The module's declared players, else a patch grid over the image (the ViT's patches, or about 8x8 cells) or
+    one player per tabular column."""
+    players = declared
     if players is None:
         if x.dim() == 2:
             players = FeatureGroups(x.shape[1])
@@ -151,25 +135,31 @@ def resolve_setup(
 ) -> ExplainSetup:
     """Build the explainer for ``method`` on ``pl_module`` and check it fits inputs like ``sample``."""
     model = _resolve_network(pl_module, network)
-    owners = _owners(pl_module, network)
-    players = _resolve_players(owners, model, sample, patch_size)
+    declared = _declared(pl_module)
+    # What the module declares (lit_xai.protocols.ExplainedModel) describes its inputs and how its networks see
+    # missing players; patch_size is used only when it declares no players.
+    own_players = declared.players if declared is not None else None
+    own_masker = declared.masker if declared is not None else None
+    players = _resolve_players(own_players, model, sample, patch_size)
     if masker is not None:
         removal = build_masker(masker, players, **dict(masker_kwargs or {}))
     else:
-        removal = _module_masker(owners) or BaselineFill(players)
+        removal = own_masker or BaselineFill(players)
         if removal.num_players != players.num_players:
             removal = BaselineFill(players)
-    own = getattr(pl_module, "attribute", None)
+    learned = isinstance(pl_module, Explainer)
     if method == "auto":
-        method = "self" if callable(own) else "gradient"
+        method = "self" if learned else "gradient"
     if method in SELF_METHODS:
-        if not callable(own):
+        if not learned:
             raise ValueError(
                 f"method={method!r} explains with the module's own learned explainer, but "
                 f"{type(pl_module).__name__} has no attribute(x, target) method; choose a baseline instead: "
                 f"{', '.join(ATTRIBUTIONS)}"
             )
-        return ExplainSetup(method, model, players, removal, own, needs_grad=False, needs_target=True)
+        return ExplainSetup(
+            method, model, players, removal, pl_module.attribute, needs_grad=False, needs_target=True
+        )
     explainer = build_attribution(method, model, players, masker=removal, **dict(method_kwargs or {}))
     return ExplainSetup(
         method,

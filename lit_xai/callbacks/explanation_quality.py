@@ -5,8 +5,8 @@ metrics of :mod:`lit_xai.metrics`:
 
 - ``"insertion_deletion"``: insertion and deletion AUC (Petsiuk et al., RISE, BMVC 2018) -> ``val/insertion_auc``,
   ``val/deletion_auc``;
-- ``"shapley_error"``: agreement with ground-truth Shapley values of the model's game (exact enumeration up to 20
-  players, KernelSHAP beyond; the check of ViT Shapley, Covert, Kim & Lee, ICLR 2023) -> ``val/shapley_squared_error``,
+- ``"shapley_error"``: agreement with ground-truth Shapley values of the model's game (:mod:`lit_xai.ground_truth`:
+  exact enumeration up to 16 players, KernelSHAP beyond; the check of ViT Shapley, Covert, Kim & Lee, ICLR 2023) -> ``val/shapley_squared_error``,
   ``val/shapley_pearson``, ...; the ground truth is computed once and cached while the game is frozen (an explainer
   training against a fixed surrogate), and optionally stored in a file;
 - ``"localization"``: pointing game, relevance mass accuracy and effective heat ratio against the data's
@@ -42,18 +42,17 @@ from lit_xai.callbacks._common import (
     due,
 )
 from lit_xai.callbacks._explain import ExplainSetup, explain, explaining
+from lit_xai.ground_truth import resolve_estimator, shapley_ground_truth
 from lit_xai.io import atomic_save, safe_torch_load
-from lit_xai.metrics import Eraser, InsertionDeletion, Localization, SensitivityN, ShapleyError
-from lit_xai.shapley import MAX_EXACT_PLAYERS, ModelGame, exact_shapley, kernel_shap
+from lit_xai.metrics.registry import METRICS as METRIC_REGISTRY
+from lit_xai.metrics.registry import build_metric
+from lit_xai.shapley import ModelGame
 
 __all__ = ["ExplanationQuality", "METRICS"]
 
-METRICS = ("insertion_deletion", "shapley_error", "localization", "eraser", "sensitivity_n")
+METRICS = tuple(METRIC_REGISTRY)
 #: Options of ``shapley_error`` that configure the ground truth rather than the score.
 _GROUND_TRUTH_OPTIONS = ("estimator", "link", "model_batch_size", "max_evaluations", "threshold")
-_ESTIMATORS = ("auto", "exact", "kernel")
-#: Points on the insertion/deletion curves unless ``metric_kwargs`` says otherwise (``None`` there: every count).
-DEFAULT_CURVE_STEPS = 8
 
 
 class ExplanationQuality(ExplanationCallback):
@@ -75,7 +74,7 @@ class ExplanationQuality(ExplanationCallback):
         prefix: prepended to every metric name (``"val/"`` gives ``val/deletion_auc``).
         metric_kwargs: options per metric, e.g. ``{"insertion_deletion": {"num_steps": None}}`` for every player count
             (the default is 8 evenly spaced steps, or ``d`` when there are fewer players); ``shapley_error``
-            also takes options of its ground truth: ``estimator`` (``"auto"``: exact enumeration up to 20 players,
+            also takes options of its ground truth: ``estimator`` (``"auto"``: exact enumeration up to 16 players,
             KernelSHAP beyond; ``"exact"``; ``"kernel"``), ``link`` (default: the learned explainer's, else
             ``"softmax"``), ``model_batch_size``, and for KernelSHAP ``max_evaluations`` and ``threshold``.
         method_kwargs: options of the method, keyed by its name (``{"integrated_gradients": {"steps": 16}}``).
@@ -155,67 +154,60 @@ class ExplanationQuality(ExplanationCallback):
         if stage not in ("fit", "validate"):
             return
         owner = type(self).__name__
-        if self.num_samples < trainer.world_size:
+        (setup,) = self._prepare(trainer, pl_module, stage, [self.method])
+        if self.num_samples < trainer.world_size:  # after _prepare, which may lower num_samples to the data's
             raise ValueError(
                 f"{owner}(num_samples={self.num_samples}) is smaller than the number of processes "
                 f"({trainer.world_size}); give every process at least one input"
             )
-        (setup,) = self._prepare(trainer, pl_module, stage, [self.method])
         self.explain_setup = setup
         self.metrics = {name: self._build_metric(name, setup, pl_module) for name in self.metric_names}
 
     def _build_metric(self, name: str, setup: ExplainSetup, pl_module: L.LightningModule) -> Metric:
+        """The metric from :mod:`lit_xai.metrics.registry` (defaults shared with ``evaluate.py``; curves at
+        ``MONITOR_CURVE_STEPS`` points since this runs every epoch)."""
         options = dict(self.metric_kwargs.get(name, {}))
-        if name == "insertion_deletion":
-            # A curve of 8 steps is enough to follow a trend and costs 16 masked passes per input, not 2d.
-            options.setdefault("num_steps", min(setup.players.num_players, DEFAULT_CURVE_STEPS))
-            return InsertionDeletion(setup.masker, **options)
-        if name == "eraser":
-            return Eraser(setup.masker, **options)
-        if name == "sensitivity_n":
-            d = setup.players.num_players
-            if d < 2:
-                raise ValueError("sensitivity_n needs at least two players")
-            options.setdefault("subset_sizes", sorted({max(1, min(d - 1, d * k // 8)) for k in (1, 2, 4)}))
-            return SensitivityN(setup.masker, **options)
         if name == "localization":
-            annotation = self.batch.get("annotation")
-            if annotation is None:
-                raise ValueError(
-                    "metric 'localization' scores explanations against human annotations, but the validation data "
-                    "has no 'annotation' (e.g. ShapesDataModule and DecoyDigitsDataModule have one); drop "
-                    "'localization' from metrics or use data with annotations"
-                )
-            x = self.batch["input"]
-            layout = tuple(x.shape[2:]) if x.dim() == 4 else tuple(x.shape[1:])  # (H, W) or (F,)
-            if tuple(annotation.shape[1:]) != layout:
-                raise ValueError(
-                    f"annotations of shape {tuple(annotation.shape[1:])} do not match the inputs "
-                    f"{tuple(self.batch['input'].shape[1:])}; they must have the input's spatial shape (H, W) or (F,)"
-                )
-            return Localization(setup.players, **options)
-        # shapley_error
+            self._check_annotation()
+        if name == "shapley_error":
+            self._set_truth_options(options, setup, pl_module)
+        return build_metric(
+            name, masker=setup.masker, players=setup.players, options=options, monitoring=True
+        )
+
+    def _check_annotation(self) -> None:
+        annotation = self.batch.get("annotation")
+        if annotation is None:
+            raise ValueError(
+                "metric 'localization' scores explanations against human annotations, but the validation data "
+                "has no 'annotation' (e.g. ShapesDataModule and DecoyDigitsDataModule have one); drop "
+                "'localization' from metrics or use data with annotations"
+            )
+        x = self.batch["input"]
+        layout = tuple(x.shape[2:]) if x.dim() == 4 else tuple(x.shape[1:])  # (H, W) or (F,)
+        if tuple(annotation.shape[1:]) != layout:
+            raise ValueError(
+                f"annotations of shape {tuple(annotation.shape[1:])} do not match the inputs "
+                f"{tuple(self.batch['input'].shape[1:])}; they must have the input's spatial shape (H, W) or (F,)"
+            )
+
+    def _set_truth_options(self, options: dict, setup: ExplainSetup, pl_module: L.LightningModule) -> None:
+        """Move the ground-truth options out of ``options`` (what is left configures the score) and check them."""
         truth = {key: options.pop(key) for key in _GROUND_TRUTH_OPTIONS if key in options}
         truth.setdefault("link", getattr(getattr(pl_module, "net", None), "link", None) or "softmax")
-        if truth.get("estimator", "auto") not in _ESTIMATORS:
-            raise ValueError(
-                f"shapley_error: estimator must be one of {_ESTIMATORS}, got {truth['estimator']!r}"
-            )
-        if truth.get("estimator") == "exact" and setup.players.num_players > MAX_EXACT_PLAYERS:
-            raise ValueError(
-                f"shapley_error: exact Shapley values need at most {MAX_EXACT_PLAYERS} players, this model has "
-                f"{setup.players.num_players}; use estimator='kernel' (or 'auto')"
-            )
+        try:
+            resolve_estimator(truth.get("estimator", "auto"), setup.players.num_players)
+        except ValueError as err:
+            raise ValueError(f"shapley_error: {err}") from None
         self._truth_options = truth
         if not self._game_is_frozen():
             warnings.warn(
                 f"shapley_error: {type(setup.network).__name__} is trained in this run, so its ground-truth Shapley "
                 f"values change and are recomputed at every evaluation ({self._cost(setup)} per input); they are "
                 f"cached only for a frozen game (an explainer training against a fixed surrogate)",
-                stacklevel=2,
+                stacklevel=3,
             )
         self._load_truth()
-        return ShapleyError(**options)
 
     def _cost(self, setup: ExplainSetup) -> str:
         d = setup.players.num_players
@@ -303,20 +295,24 @@ class ExplanationQuality(ExplanationCallback):
         )
 
     def _compute_truth(self, x: Tensor, target: Tensor) -> Tensor:
-        """Shapley values ``(B, d)`` of the network's game: exact enumeration or KernelSHAP run to convergence."""
-        game, d = self._game(x, target), self.explain_setup.players.num_players
-        if self._estimator() == "exact":
-            return exact_shapley(game, d)[..., 0]
-        options = self._truth_options
-        options = {key: options[key] for key in ("max_evaluations", "threshold") if key in options}
-        generator = torch.Generator().manual_seed(self.seed)
-        return kernel_shap(game, d, generator=generator, **options).values[..., 0]
+        """Shapley values ``(B, d)`` of the network's game, by the toolkit's one ground-truth rule."""
+        setup, options = self.explain_setup, self._truth_options
+        return shapley_ground_truth(
+            setup.network,
+            setup.masker,
+            x,
+            target,
+            estimator=options.get("estimator", "auto"),
+            link=options["link"],
+            model_batch_size=options.get("model_batch_size", 4096),
+            generator=torch.Generator().manual_seed(self.seed),
+            **{key: options[key] for key in ("max_evaluations", "threshold") if key in options},
+        )
 
     def _estimator(self) -> str:
-        estimator = self._truth_options.get("estimator", "auto")
-        if estimator == "auto":
-            return "exact" if self.explain_setup.players.num_players <= MAX_EXACT_PLAYERS else "kernel"
-        return estimator
+        return resolve_estimator(
+            self._truth_options.get("estimator", "auto"), self.explain_setup.players.num_players
+        )
 
     def _verify(
         self, indices: Tensor, x: Tensor, target: Tensor, rows: list[int], fresh: list[bool]

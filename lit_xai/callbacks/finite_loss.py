@@ -10,7 +10,7 @@ checks, on every process:
   on the decision under DDP, so all ranks stop together instead of waiting on one another;
 - each checkpoint's weights before it is written;
 - the data module's splits when training, validation or testing starts: an empty split is an error, not a silent
-  skip.
+  skip; and the model's number of classes against the data's (a 3-class folder must not train a 10-way head).
 
 The ``train.py`` CLI adds it to every run; in plain Lightning use ``Trainer(callbacks=[FiniteLossGuard()])``.
 """
@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-__all__ = ["FiniteLossGuard", "NonFiniteError", "check_batch", "check_splits"]
+__all__ = ["FiniteLossGuard", "NonFiniteError", "check_batch", "check_classes", "check_splits"]
 
 LIKELY_CAUSES = (
     "likely causes: a learning rate too high (lower --model.init_args.lr, add warm-up or "
@@ -113,6 +113,42 @@ def check_splits(trainer: L.Trainer, splits: list[str]) -> None:
             )
 
 
+def model_num_classes(pl_module: L.LightningModule) -> int | None:
+    """The number of classes the module predicts: its ``num_classes`` setting, else that of the first network
+    inside it that declares one (timm models and our small models do; every head of one module agrees)."""
+    value = pl_module.hparams.get("num_classes") if hasattr(pl_module, "hparams") else None
+    if isinstance(value, int):
+        return value
+    for module in pl_module.modules():
+        value = getattr(module, "num_classes", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_classes(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    """Raise one ``ValueError`` when the model's number of classes is not the data's.
+
+    Without it, a 3-class image folder trains a 10-way head and exits 0 (cross-entropy accepts labels below the
+    head's width), and a folder with more classes than the head fails later with ``IndexError: Target 3 is out of
+    bounds``.
+    """
+    data = trainer.datamodule
+    wanted = getattr(data, "num_classes", None) if data is not None else None
+    have = model_num_classes(pl_module)
+    if not isinstance(wanted, int) or have is None or wanted == have:
+        return
+    names = getattr(data, "classes", None)
+    listed = (
+        f" ({', '.join(map(str, names))})" if isinstance(names, list | tuple) and len(names) <= 20 else ""
+    )
+    raise ValueError(
+        f"the model predicts {have} classes but {type(data).__name__} has {wanted}{listed}: set "
+        f"--model.init_args.num_classes {wanted} in the classifier stage (later stages inherit it from its "
+        f"checkpoint), or point the data at the folder the model was trained on"
+    )
+
+
 class FiniteLossGuard(Callback):
     """Stop training with a clear error at the first non-finite loss, bad batch, or non-finite checkpoint.
 
@@ -131,6 +167,7 @@ class FiniteLossGuard(Callback):
             check_batch(batch, where, pl_module)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        check_classes(trainer, pl_module)
         check_splits(trainer, ["train"] + (["val"] if trainer.limit_val_batches else []))
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -138,6 +175,7 @@ class FiniteLossGuard(Callback):
             check_splits(trainer, ["val"])
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        check_classes(trainer, pl_module)
         check_splits(trainer, ["test"])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:

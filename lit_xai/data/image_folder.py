@@ -64,6 +64,21 @@ def _find_mask(image: Path, root: Path, annotation_root: Path) -> Path:
     raise FileNotFoundError(f"no annotation mask for image {image}: expected {exact} (any image extension).")
 
 
+def read_image(path: Path, mode: str) -> Image.Image:
+    """The image at ``path`` decoded to ``mode``; a file PIL cannot decode is a ``ValueError`` that names it.
+
+    PIL's own errors (``OSError: Truncated File Read``, ``UnidentifiedImageError``) do not say which of thousands
+    of files is broken.
+    """
+    try:
+        with Image.open(path) as handle:
+            return handle.convert(mode)
+    except (OSError, SyntaxError, ValueError) as err:  # truncated, not an image, broken header
+        raise ValueError(
+            f"cannot read image {path} ({type(err).__name__}: {err}); replace or delete the file"
+        ) from err
+
+
 class ImageFolderDataset(Dataset):
     """Images (and masks) from a list of samples, returning ``{"input", "target"[, "annotation"]}``.
 
@@ -84,13 +99,11 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image_path, label, mask_path = self.samples[index]
-        with Image.open(image_path) as handle:
-            image = handle.convert("RGB")
+        image = read_image(image_path, "RGB")
         if mask_path is None:
             x, _ = self.transform(image, None)
             return {"input": x, "target": torch.tensor(label)}
-        with Image.open(mask_path) as handle:
-            mask = handle.convert("L")
+        mask = read_image(mask_path, "L")
         if mask.size != image.size:
             mask = mask.resize(image.size, Image.Resampling.NEAREST)
         x, m = self.transform(image, tv_tensors.Mask(torch.from_numpy(np.array(mask))[None]))
@@ -246,15 +259,19 @@ class ImageFolderDataModule(SplitDataModule):
             geometric = v2.Compose([v2.Resize(resize_to, interpolation=interpolation), v2.CenterCrop(size)])
         return PairedTransform(geometric, cfg["mean"], cfg["std"])
 
-    def _scan(self, folder: Path) -> list[Sample]:
+    def _scan(self, folder: Path, every_class: bool = False) -> list[Sample]:
+        """The samples under ``folder``; ``every_class``: each class folder must hold an image (the training pool,
+        where an empty class would still count as a class and shift the model's head)."""
         lookup = {name: i for i, name in enumerate(self.classes)}
-        samples = []
+        samples, empty = [], []
         for name in _class_dirs(folder):
             if name not in lookup:
                 raise ValueError(
                     f"class folder {folder / name} is not a class of the training data {self.classes}."
                 )
-            for image in _images_in(folder / name):
+            images = _images_in(folder / name)
+            empty += [] if images else [folder / name]
+            for image in images:
                 mask = (
                     None
                     if self.annotation_root is None
@@ -263,17 +280,22 @@ class ImageFolderDataModule(SplitDataModule):
                 samples.append((image, lookup[name], mask))
         if not samples:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}.")
+        if every_class and empty:
+            raise ValueError(
+                f"class folder {empty[0]} holds no images ({', '.join(IMAGE_EXTENSIONS)}); add images or remove "
+                f"the folder"
+            )
         return samples
 
     def build_datasets(self) -> tuple[ImageFolderDataset, ImageFolderDataset, ImageFolderDataset]:
         if self.has_splits:
-            given = {s: self._scan(self.root / s) for s in SPLITS if (self.root / s).is_dir()}
+            given = {s: self._scan(self.root / s, s == "train") for s in SPLITS if (self.root / s).is_dir()}
             pool = given["train"]
             fractions = [
                 0.0 if s in given else f for s, f in zip(SPLITS[1:], (self.val_fraction, self.test_fraction))
             ]
         else:
-            given, pool = {}, self._scan(self.root)
+            given, pool = {}, self._scan(self.root, every_class=True)
             fractions = [self.val_fraction, self.test_fraction]
         indices = stratified_split([label for _, label, _ in pool], *fractions, self.seed)
         # A given val/test folder is used as is; otherwise the split is the share carved out of the pool.

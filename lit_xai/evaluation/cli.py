@@ -14,9 +14,11 @@ from typing import Any
 
 import lightning as L
 
+from lit_xai.cli import check_config_files
 from lit_xai.evaluation.config import EvaluationSettings, build_parser, check_settings
 from lit_xai.evaluation.methods import build_methods, load_classifier, load_explainers, load_scorer
 from lit_xai.evaluation.module import EvaluationModule
+from lit_xai.models import ClassifierSpec
 
 __all__ = ["main", "prepare"]
 
@@ -31,10 +33,16 @@ def prepare(
     """
     explainer_paths = check_settings(settings)
     explainers = load_explainers(explainer_paths)
-    scorer = load_scorer(settings.surrogate_checkpoint, explainers)
+    scorer = load_scorer(settings.surrogate_checkpoint, explainers, settings.model)
     classifier = load_classifier(settings.classifier_checkpoint) if settings.classifier_checkpoint else None
     methods = build_methods(
-        scorer, explainers, settings.baselines, settings.baseline_kwargs, classifier, seed=settings.seed
+        scorer,
+        explainers,
+        settings.baselines,
+        settings.baseline_kwargs,
+        classifier,
+        seed=settings.seed,
+        own_methods=settings.own_methods,
     )
     return EvaluationModule(
         scorer,
@@ -61,6 +69,12 @@ def main(args: list[str] | None = None) -> dict[str, Any] | None:
 
     Bad settings end the program with one ``error:`` line and exit status 2 before any work.
     """
+    argv = sys.argv[1:] if args is None else args
+    try:
+        check_config_files(argv)  # a mistyped --config path: one line naming the closest file, not the usage
+    except FileNotFoundError as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     parser = build_parser()
     cfg = parser.parse_args(args)
     # Our batches are partitioned across processes without padding (see GlobalBatches): Lightning must not add
@@ -68,9 +82,11 @@ def main(args: list[str] | None = None) -> dict[str, Any] | None:
     cfg.trainer.use_distributed_sampler = False
     names = set(EvaluationSettings.__dataclass_fields__)
     settings = EvaluationSettings(**{key: cfg[key] for key in names})
+    if settings.model is not None and not isinstance(settings.model, ClassifierSpec):  # parsed as a Namespace
+        settings.model = ClassifierSpec(**settings.model.as_dict())
     config = cfg.clone().as_dict()
     config.pop("config", None)
-    config["command"] = "python evaluate.py " + shlex.join(sys.argv[1:] if args is None else args)
+    config["command"] = "python evaluate.py " + shlex.join(argv)
     try:
         check_settings(
             settings

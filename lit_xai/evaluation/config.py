@@ -3,7 +3,7 @@
 The parser mirrors LightningCLI: top-level evaluation options, ``trainer`` (every :class:`lightning.Trainer`
 argument, so ``--trainer.devices 8 --trainer.strategy ddp`` works) and ``data`` (a LightningDataModule chosen by
 ``class_path``, as in ``train.py``'s configs). :func:`check_settings` rejects unknown method or metric names,
-options for methods that are not run, and missing checkpoints with one clear message, before anything is loaded.
+options of unknown methods, and missing checkpoints with one clear message, before anything is loaded.
 """
 
 from __future__ import annotations
@@ -18,20 +18,15 @@ import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lit_xai.attribution import ATTRIBUTIONS
-from lit_xai.metrics import Eraser, InsertionDeletion, Localization, SensitivityN
-from lit_xai.shapley import MAX_EXACT_PLAYERS
+from lit_xai.ground_truth import resolve_estimator
+from lit_xai.metrics.registry import METRICS as METRIC_REGISTRY
+from lit_xai.models import ClassifierSpec
 
 __all__ = ["EvaluationSettings", "METRICS", "build_parser", "check_settings", "explainer_paths"]
 
-#: Metric names accepted in ``metrics``, and the class each one builds.
-METRICS = {
-    "insertion_deletion": InsertionDeletion,
-    "sensitivity_n": SensitivityN,
-    "eraser": Eraser,
-    "localization": Localization,
-}
-#: Largest number of players for which ``ground_truth: auto`` computes exact Shapley values (2^16 evaluations).
-AUTO_EXACT_PLAYERS = 16
+#: Metric names accepted in ``metrics``, and the class each one builds: the registry's metrics that score
+#: explanations on their own (Shapley error is set by ``ground_truth``).
+METRICS = {name: spec.cls for name, spec in METRIC_REGISTRY.items() if spec.needs != "ground_truth"}
 
 
 @dataclass
@@ -42,17 +37,24 @@ class EvaluationSettings:
         surrogate_checkpoint: the surrogate (``SurrogateModule`` checkpoint) that scores every explanation: removal
             metrics go through it and its masker, and gradient baselines explain its network on full inputs.
             Defaults to the surrogate stored in the first explainer.
+        model: instead of a surrogate, a classifier trained anywhere scores the explanations through its own
+            removal (token dropping for ViTs, zero filling otherwise): a ``train.py`` checkpoint, a timm name with
+            a weights file, or a ``package.module:function`` factory (:class:`lit_xai.models.ClassifierSpec`).
         explainers: learned explainers (``ExplainerModule`` checkpoints), as ``{name: path}`` or a list of paths.
         classifier_checkpoint: when set, gradient and attention baselines explain this classifier instead of the
             surrogate network (removal metrics still score through the surrogate).
         baselines: attribution baselines by name (see ``lit_xai.attribution.ATTRIBUTIONS``).
         baseline_kwargs: per-baseline options, e.g. ``{integrated_gradients: {steps: 32}}``.
+        own_methods: explanation methods of your own, ``{name: "package.module:function"}``; each is called as
+            ``function(model, x, target)`` with autograd on and returns per-player values ``(B, d)`` or a map in the
+            input's layout (``(B, H, W)``, ``(B, C, H, W)`` or ``(B, F)``), which is summed onto the players.
         metrics: ``insertion_deletion``, ``sensitivity_n``, ``eraser``, ``localization`` (runs when the data has
             an ``annotation``).
         metric_kwargs: per-metric options, e.g. ``{sensitivity_n: {subset_sizes: [2, 4, 8]}}``.
         target: explain the surrogate's ``predicted`` class or the ``true`` label.
         ground_truth: Shapley values of the surrogate's game to measure errors against: ``auto`` (exact when
-            the players are at most 16, else none), ``exact``, ``kernel`` (converged KernelSHAP) or ``none``.
+            the players are at most 16, else converged KernelSHAP: :mod:`lit_xai.ground_truth`), ``exact``,
+            ``kernel`` or ``none``.
         ground_truth_images: ground truth is computed for the first this many images only (it is expensive).
         kernel_budgets: evaluations per image at which KernelSHAP's error is plotted against the explainer's.
         num_images: evaluate only the first this many test images (``null``: all).
@@ -65,11 +67,13 @@ class EvaluationSettings:
     """
 
     surrogate_checkpoint: str | None = None
+    model: ClassifierSpec | None = None
     explainers: dict[str, str] | list[str] = field(default_factory=list)
     classifier_checkpoint: str | None = None
     baselines: list[str] = field(
         default_factory=lambda: ["gradient", "integrated_gradients", "leave_one_out", "random"]
     )
+    own_methods: dict[str, str] = field(default_factory=dict)
     baseline_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: ["insertion_deletion", "sensitivity_n", "eraser"])
     metric_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -166,11 +170,18 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
         FileNotFoundError: a checkpoint that does not exist.
     """
     explainers = explainer_paths(settings.explainers)
-    if settings.surrogate_checkpoint is None and not explainers:
+    if settings.surrogate_checkpoint is None and settings.model is None and not explainers:
         raise ValueError(
-            "nothing scores the explanations: set surrogate_checkpoint (a SurrogateModule checkpoint) or at least "
-            "one explainer, whose surrogate is then used"
+            "nothing scores the explanations: set surrogate_checkpoint (a SurrogateModule checkpoint), model (a "
+            "classifier: checkpoint, timm + weights, or factory) or at least one explainer, whose surrogate is then "
+            "used"
         )
+    if settings.model is not None:
+        if settings.surrogate_checkpoint is not None:
+            raise ValueError(
+                "set surrogate_checkpoint or model, not both: one network scores the explanations"
+            )
+        settings.model.check()
     unknown = [name for name in settings.baselines if base_method(name) not in ATTRIBUTIONS]
     if unknown:
         raise ValueError(
@@ -180,7 +191,10 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
     unknown = [name for name in settings.metrics if name not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    names = list(explainers) + list(settings.baselines)
+    for name, path in settings.own_methods.items():
+        if ":" not in str(path):
+            raise ValueError(f"own_methods.{name} must read 'package.module:function', got {path!r}")
+    names = list(explainers) + list(settings.baselines) + list(settings.own_methods)
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"method name(s) used twice: {', '.join(repeated)}; give every method its own name")
@@ -189,15 +203,17 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
             raise ValueError(f"explainer name {name!r} must be non-empty and contain no '.'")
     if not names:
         raise ValueError("no methods to evaluate: list explainers and/or baselines")
-    for kind, chosen, options, registry in (
-        ("baseline", settings.baselines, settings.baseline_kwargs, ATTRIBUTIONS),
-        ("metric", settings.metrics, settings.metric_kwargs, METRICS),
+    for kind, options, registry in (
+        ("baseline", settings.baseline_kwargs, ATTRIBUTIONS),
+        ("metric", settings.metric_kwargs, METRICS),
     ):
+        # Options of a known method that is not run are kept for when it is: a config lists options for every
+        # method it may run, and `--baselines '[gradient]'` must not need `--baseline_kwargs` restated.
         for name, kwargs in options.items():
-            if name not in chosen:
+            if base_method(name) not in registry:
                 raise ValueError(
-                    f"{kind}_kwargs has options for {name!r}, which is not in {kind}s ({', '.join(chosen)}); "
-                    f"add it there or remove its options"
+                    f"{kind}_kwargs has options for {name!r}, which is not a {kind} (choose from "
+                    f"{', '.join(registry)})"
                 )
             _check_options(kind, name, kwargs, registry[base_method(name)])
     for key in ("ground_truth_images", "model_batch_size"):
@@ -218,6 +234,8 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
             f"one pair), got {budgets}"
         )
     paths = [settings.surrogate_checkpoint, settings.classifier_checkpoint, *explainers.values()]
+    if settings.model is not None:
+        paths += [settings.model.checkpoint, settings.model.weights]
     for path in paths:
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(
@@ -233,12 +251,11 @@ def base_method(name: str) -> str:
 
 
 def resolve_ground_truth(mode: str, num_players: int) -> str:
-    """``auto`` -> ``exact`` for at most 16 players, else ``none``; ``exact`` needs at most 20 players."""
-    if mode == "auto":
-        return "exact" if num_players <= AUTO_EXACT_PLAYERS else "none"
-    if mode == "exact" and num_players > MAX_EXACT_PLAYERS:
-        raise ValueError(
-            f"ground_truth: exact enumerates 2^{num_players} coalitions per image; use ground_truth: kernel (converged "
-            f"KernelSHAP) or none for more than {MAX_EXACT_PLAYERS} players"
-        )
-    return mode
+    """``none``, or the estimator :func:`lit_xai.ground_truth.resolve_estimator` picks (``auto``: exact for at most
+    16 players, converged KernelSHAP beyond; ``exact`` needs at most 20 players)."""
+    if mode == "none":
+        return mode
+    try:
+        return resolve_estimator(mode, num_players)
+    except ValueError as err:
+        raise ValueError(f"ground_truth: {err} (or none)") from None

@@ -19,10 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from lit_xai.algorithms.vit_shapley import ExplainerModule, SurrogateModule
+from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker
 from lit_xai.attribution import ATTRIBUTIONS, PerturbationAttribution, RandomAttribution, build_attribution
 from lit_xai.evaluation.config import accepted_options, base_method
 from lit_xai.masking import Masker
-from lit_xai.models import backbone_from_checkpoint, read_checkpoint
+from lit_xai.models import ClassifierSpec, backbone_from_checkpoint, load_classifier_spec, read_checkpoint
+from lit_xai.models.external import import_factory
 
 __all__ = [
     "Scorer",
@@ -63,7 +65,7 @@ class Method:
 
     Attributes:
         name: its row in the report.
-        kind: ``"explainer"`` (learned, amortized) or ``"baseline"``.
+        kind: ``"explainer"`` (learned, amortized), ``"baseline"`` or ``"own"`` (the user's, by import path).
         explain: ``explain(x, target) -> (B, d)`` per-player attributions for ``target``.
         networks: the networks whose forward passes make up the method's cost (counted per image).
         generator: a random generator the method draws from across calls; reseeded per batch so that results do
@@ -107,13 +109,30 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
 
 
-def load_scorer(surrogate_checkpoint: str | None, explainers: Mapping[str, ExplainerModule]) -> Scorer:
-    """The scoring surrogate: from ``surrogate_checkpoint``, else the surrogate stored in the first explainer.
+def load_scorer(
+    surrogate_checkpoint: str | None,
+    explainers: Mapping[str, ExplainerModule],
+    model: ClassifierSpec | None = None,
+) -> Scorer:
+    """The scoring surrogate: from ``surrogate_checkpoint``, or the classifier ``model`` through its own removal,
+    else the surrogate stored in the first explainer.
 
     Every explainer must use the same players; one trained for a different surrogate is flagged in the notes.
     """
     link = next(iter(explainers.values())).net.link_name if explainers else "softmax"
-    if surrogate_checkpoint is not None:
+    notes = []
+    if model is not None:
+        network = load_classifier_spec(model)
+        players = build_players(network, model.patch_size, model.image_size, model.num_features)
+        masker = build_stage_masker(network, players, model.masker, model.masker_kwargs)
+        surrogate_checkpoint = "the given model"
+        notes.append(
+            f"Explanations are scored through the given model with {type(masker).__name__}; it was not trained with "
+            f"players missing, so removal shows it inputs unlike its training data (a surrogate trained with "
+            f"configs/<dataset>/surrogate.yaml scores more faithfully)."
+        )
+        model = network
+    elif surrogate_checkpoint is not None:
         hparams = read_checkpoint(surrogate_checkpoint).get("hyper_parameters", {})
         if "masks_per_image" not in hparams:
             raise ValueError(
@@ -128,7 +147,6 @@ def load_scorer(surrogate_checkpoint: str | None, explainers: Mapping[str, Expla
         first_name, first = next(iter(explainers.items()))
         model, masker = first.net.surrogate, first.net.masker
         surrogate_checkpoint = f"the surrogate of {first_name}"
-    notes = []
     for name, explainer in explainers.items():
         if explainer.net.num_players != masker.num_players:
             raise ValueError(
@@ -167,6 +185,7 @@ def build_methods(
     baseline_kwargs: Mapping[str, Mapping] | None = None,
     classifier: nn.Module | None = None,
     seed: int = 0,
+    own_methods: Mapping[str, str] | None = None,
 ) -> list[Method]:
     """The explainers followed by the baselines, each ready to call.
 
@@ -199,7 +218,36 @@ def build_methods(
                 model_based=model_based,
             )
         )
+    model = classifier if classifier is not None else scorer.model
+    methods += [own_method(name, path, model, scorer.players) for name, path in (own_methods or {}).items()]
     return methods
+
+
+def own_method(name: str, path: str, model: nn.Module, players) -> Method:
+    """A method of the user's own, ``function(model, x, target)`` imported from ``"package.module:function"``.
+
+    Its output may be per-player values ``(B, d)`` or a map in the input's layout, summed onto the players
+    (``players.pool``), so a pixel-level method written for any library is scored like the built-in ones.
+    """
+    function = import_factory(path, f"own_methods.{name}")
+
+    def explain(x: Tensor, target: Tensor) -> Tensor:
+        with torch.enable_grad():
+            values = function(model, x, target)
+        if not isinstance(values, Tensor):
+            raise ValueError(f"own method {name!r} returned {type(values).__name__}, not a tensor")
+        values = values.detach().to(x.device)
+        if values.shape == (x.shape[0], players.num_players):
+            return values
+        try:
+            return players.pool(values)
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"own method {name!r} returned shape {tuple(values.shape)} for inputs {tuple(x.shape)}: return "
+                f"({x.shape[0]}, {players.num_players}) per-player values or a map in the input's layout ({err})"
+            ) from err
+
+    return Method(name, "own", explain, (model,), model_based=True)
 
 
 def _first_layer(network: nn.Module) -> nn.Module:

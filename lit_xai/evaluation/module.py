@@ -24,12 +24,14 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from torchmetrics import Metric
 
 from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap
-from lit_xai.evaluation.config import METRICS, resolve_ground_truth
+from lit_xai.evaluation.config import resolve_ground_truth
 from lit_xai.evaluation.methods import Method, Scorer, count_forward_rows
 from lit_xai.evaluation.report import KERNEL_SCORES, collect_results, format_table, write_outputs
+from lit_xai.ground_truth import shapley_ground_truth
 from lit_xai.metrics import ShapleyError
+from lit_xai.metrics.registry import METRICS as METRIC_REGISTRY
+from lit_xai.metrics.registry import build_metric
 from lit_xai.players import PatchGrid
-from lit_xai.shapley import shapley_values
 
 __all__ = ["EvaluationModule", "GlobalBatches", "SummedMeans"]
 
@@ -170,17 +172,11 @@ class EvaluationModule(L.LightningModule):
         self.results: dict | None = None
 
     def _build_metric(self, name: str, kwargs: dict) -> Metric:
-        if name == "localization":
-            return METRICS[name](players=self.scorer.players, **kwargs)
-        kwargs.setdefault("batch_size", self.model_batch_size)
-        kwargs.setdefault("seed", self.seed)
-        if name == "sensitivity_n" and "subset_sizes" not in kwargs:
-            d = self.scorer.masker.num_players
-            kwargs["subset_sizes"] = sorted({min(d - 1, max(1, round(f * d))) for f in (0.1, 0.25, 0.5)})
-        try:
-            return METRICS[name](masker=self.scorer.masker, **kwargs)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"metric_kwargs.{name}: {err}") from err
+        """The metric from :mod:`lit_xai.metrics.registry`, with the defaults ``ExplanationQuality`` uses too."""
+        if METRIC_REGISTRY[name].needs == "masker":
+            kwargs.setdefault("batch_size", self.model_batch_size)
+            kwargs.setdefault("seed", self.seed)
+        return build_metric(name, masker=self.scorer.masker, players=self.scorer.players, options=kwargs)
 
     # ---------------------------------------------------------------------------------------------------------
     def _world(self) -> tuple[int, int]:
@@ -262,20 +258,16 @@ class EvaluationModule(L.LightningModule):
             self._keep_figure(x, labels, target, probs, attributions)
 
     def _score_ground_truth(self, x: Tensor, target: Tensor, attributions: Mapping[str, Tensor]) -> None:
-        kwargs = {}
-        if self.ground_truth == "kernel":
-            generator = torch.Generator().manual_seed(self.seed + _GROUND_TRUTH_SEED)
-            kwargs = dict(threshold=0.005, max_evaluations=100_000, generator=generator)
-        truth = shapley_values(
+        truth = shapley_ground_truth(
             self.surrogate,
             self.scorer.masker,
             x,
-            method=self.ground_truth,
+            target,
+            estimator=self.ground_truth,
             link=self.scorer.link,
-            target=target,
             model_batch_size=self.model_batch_size,
-            **kwargs,
-        )[..., 0].float()
+            generator=torch.Generator().manual_seed(self.seed + _GROUND_TRUTH_SEED),
+        )
         for name, values in attributions.items():
             self.shapley[name].update(values, truth)
         if self.kernel_budgets:

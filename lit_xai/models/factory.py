@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -11,7 +14,14 @@ from torch import nn
 from lit_xai.io import safe_torch_load
 from lit_xai.models.small import MLP, SmallCNN
 
-__all__ = ["build_model", "load_state_dict", "read_checkpoint", "backbone_from_checkpoint", "SMALL_MODELS"]
+__all__ = [
+    "build_model",
+    "load_state_dict",
+    "read_checkpoint",
+    "backbone_from_checkpoint",
+    "backbone_from_weights",
+    "SMALL_MODELS",
+]
 
 SMALL_MODELS = {"mlp": MLP, "cnn": SmallCNN}
 
@@ -88,10 +98,58 @@ def build_model(
             raise ValueError(
                 f"unknown model {name!r}: not 'mlp', 'cnn' or a timm model name (similar: {close})"
             )
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+        if pretrained:
+            model = _create_pretrained(name, num_classes, **kwargs)
+        else:
+            model = timm.create_model(name, num_classes=num_classes, **kwargs)
     if checkpoint_path is not None:
         load_weights(model, load_state_dict(checkpoint_path), f"{checkpoint_path} does not match {name!r}")
     return model
+
+
+#: Files timm reads pretrained weights from on the Hugging Face Hub, in the order it tries them.
+_HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def _offline_hint(name: str) -> str:
+    return (
+        f"pretrained weights of {name!r} are not in the local Hugging Face cache and cannot be downloaded (no "
+        f"network?): set --model.init_args.pretrained false to start from random weights, or "
+        f"--model.init_args.checkpoint_path to a local state dict or .safetensors file"
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub's host answers at all; ``True`` behind a proxy, which only the HTTP client can use."""
+    if any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _create_pretrained(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """``timm.create_model(pretrained=True)``, failing in seconds with the fix when the weights cannot be had.
+
+    Offline, the Hub client retries for about a minute and then raises an error that suggests neither
+    ``pretrained: false`` nor a local ``checkpoint_path``. Weights already in the cache are used without a
+    network; otherwise the Hub's host is tried once, briefly, before timm's download.
+    """
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = (getattr(cfg, "hf_hub_id", None) or "").split("@")[0]
+    if hub_id:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        cached = any(isinstance(try_to_load_from_cache(hub_id, f), str) for f in _HUB_WEIGHT_FILES)
+        if not cached and (constants.HF_HUB_OFFLINE or not _hub_reachable()):
+            raise FileNotFoundError(_offline_hint(name))
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+    except (OSError, ConnectionError, TimeoutError) as err:  # the Hub's "not found in the local cache" errors
+        raise FileNotFoundError(f"{_offline_hint(name)} ({type(err).__name__}: {str(err)[:200]})") from err
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mismatch: str) -> None:
@@ -106,6 +164,26 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mismatch: str
             f"{mismatch}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}; "
             f"was it saved from another model or stage?"
         )
+
+
+def backbone_from_weights(
+    path: str | Path, backbone: str, num_classes: int, backbone_kwargs: dict | None = None
+) -> tuple[nn.Module, dict]:
+    """A network trained outside lit_xai: build ``backbone`` and load the weights at ``path`` (a state dict,
+    a Lightning checkpoint or ``.safetensors``, read without running code).
+
+    Returns:
+        ``(model, spec)`` with the same ``spec`` as :func:`backbone_from_checkpoint`, so later stages store it and
+        rebuild the network from their own checkpoints.
+    """
+    spec = {
+        "backbone": backbone,
+        "num_classes": int(num_classes),
+        "backbone_kwargs": dict(backbone_kwargs or {}),
+    }
+    model = build_model(spec["backbone"], spec["num_classes"], **spec["backbone_kwargs"])
+    load_weights(model, load_state_dict(path), f"{path} does not hold {backbone!r} weights")
+    return model, spec
 
 
 def backbone_from_checkpoint(path: str | Path, prefix: str = "model.") -> tuple[nn.Module, dict]:

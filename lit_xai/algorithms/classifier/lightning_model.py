@@ -107,6 +107,15 @@ class ClassifierModule(L.LightningModule):
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
 
+    # lit_xai.protocols.ExplainedModel: the classifier's network is explained; its inputs have no fixed players and
+    # it takes plain inputs (explainers choose a patch grid and fill missing players with zeros).
+    players = None
+    masker = None
+
+    @property
+    def explained_network(self) -> nn.Module:
+        return self.model
+
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 

@@ -87,6 +87,11 @@ class MaskedPredictorModule(L.LightningModule):
         self.val_full_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_full_accuracy = MulticlassAccuracy(num_classes, average="micro")
 
+    @property
+    def explained_network(self) -> torch.nn.Module:
+        """The predictor (lit_xai.protocols.ExplainedModel); it sees the mask appended, through ``masker``."""
+        return self.predictor
+
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
         """Class logits from the features in ``keep`` ``(B, d)`` only."""
         return self.masker(self.predictor, x, keep)
@@ -255,6 +260,19 @@ class DynamicSelectionModule(L.LightningModule):
         self._stage_best, self._best = saved.get("stage_best"), saved.get("best")
 
     # -- steps -------------------------------------------------------------------------------------------------
+
+    # lit_xai.protocols.ExplainedModel: the selector's predictor, with the selector's players and mask appending.
+    @property
+    def explained_network(self) -> torch.nn.Module:
+        return self.selector.predictor
+
+    @property
+    def players(self):
+        return self.selector.players
+
+    @property
+    def masker(self):
+        return self.selector.masker
 
     def forward(self, x: Tensor, budget: int | None = None):
         """Select up to ``budget`` features (default ``max_features``); see :meth:`DynamicSelector.select`."""

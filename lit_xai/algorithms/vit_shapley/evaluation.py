@@ -1,9 +1,9 @@
 """How close is an amortized explainer to the Shapley values it estimates, and what would KernelSHAP need?
 
 Used by ``make demo`` and ``benchmarks/vit_shapley.py``: the explainer's error against ground-truth Shapley values
-of its surrogate game (exact enumeration for up to 20 players, converged KernelSHAP beyond), KernelSHAP's error
-as its budget of evaluations grows, and the budget at which KernelSHAP first matches the explainer
-(the comparison of Covert, Kim & Lee, ICLR 2023, Fig. 4).
+of its surrogate game (:mod:`lit_xai.ground_truth`: exact enumeration for up to 16 players, converged KernelSHAP
+beyond), KernelSHAP's error as its budget of evaluations grows, and the budget at which KernelSHAP first matches
+the explainer (the comparison of Covert, Kim & Lee, ICLR 2023, Fig. 4).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 from lit_xai.algorithms.vit_shapley.torch_model import AmortizedShapley
+from lit_xai.ground_truth import KERNEL_MAX_EVALUATIONS, KERNEL_THRESHOLD, shapley_ground_truth
 from lit_xai.metrics.functional import shapley_error
-from lit_xai.shapley import ModelGame, exact_shapley, kernel_shap
+from lit_xai.shapley import ModelGame, kernel_shap
 
 __all__ = ["ExplainerComparison", "ground_truth_shapley", "compare_with_kernel_shap"]
 
@@ -40,24 +41,24 @@ def ground_truth_shapley(
     x: Tensor,
     target: Tensor,
     batch_size: int = 4096,
-    kernel_evaluations: int = 100_000,
-    threshold: float = 0.005,
+    kernel_evaluations: int = KERNEL_MAX_EVALUATIONS,
+    threshold: float = KERNEL_THRESHOLD,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Shapley values ``(B, d)`` of the surrogate's game for ``target``: exact for ``d <= 20``, else KernelSHAP run
-    to convergence (``threshold``) or ``kernel_evaluations``."""
-    game = _game(net, x, target, batch_size)
-    if net.num_players <= 20:
-        return exact_shapley(game, net.num_players).squeeze(-1).float()
-    result = kernel_shap(
-        game,
-        net.num_players,
+    """Shapley values ``(B, d)`` of the surrogate's game for ``target``, by the toolkit's one rule
+    (:func:`lit_xai.ground_truth.shapley_ground_truth`: exact for few players, converged KernelSHAP beyond)."""
+    return shapley_ground_truth(
+        net.surrogate,
+        net.masker,
+        x,
+        target,
+        link=net.link,
+        model_batch_size=batch_size,
         threshold=threshold,
         max_evaluations=kernel_evaluations,
-        batch_size=batch_size,
+        kernel_batch_size=batch_size,
         generator=generator,
     )
-    return result.values.squeeze(-1).float()
 
 
 def _mean_errors(estimate: Tensor, truth: Tensor) -> dict[str, float]:

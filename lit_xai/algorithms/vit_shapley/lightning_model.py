@@ -30,7 +30,7 @@ from lit_xai.algorithms.vit_shapley.torch_model import (
     MLPExplainerNet,
     ViTExplainerNet,
 )
-from lit_xai.models import backbone_from_checkpoint, build_model, read_checkpoint
+from lit_xai.models import backbone_from_checkpoint, backbone_from_weights, build_model, read_checkpoint
 from lit_xai.players import FeatureGroups, PatchGrid
 from lit_xai.sampling import ShapleySampler, UniformSizeSampler
 
@@ -66,7 +66,11 @@ class SurrogateModule(_MaskedStage):
     """Fine-tune a classifier into a surrogate that tolerates missing players.
 
     Args:
-        classifier_checkpoint: checkpoint of the trained classifier (``train.py`` stage 1).
+        classifier_checkpoint: checkpoint of the trained classifier (``train.py`` stage 1), or with
+            ``classifier_backbone`` the weights of a classifier trained elsewhere (state dict or safetensors).
+        classifier_backbone: for a classifier trained outside lit_xai, its architecture:
+            ``{"backbone": <timm name>, "num_classes": C, "backbone_kwargs": {...}}`` (stored in the checkpoint,
+            which then rebuilds the network on its own).
         masker: ``"auto"`` (token dropping for ViTs, zero filling otherwise), ``"token_drop"``,
             ``"attention_mask"``, ``"baseline"`` or ``"append_mask"``.
         masker_kwargs: options of the masker (e.g. ``{"fill": "mean", "mean": [...]}``).
@@ -84,6 +88,7 @@ class SurrogateModule(_MaskedStage):
     def __init__(
         self,
         classifier_checkpoint: str | None = None,
+        classifier_backbone: dict[str, Any] | None = None,
         masker: str = "auto",
         masker_kwargs: dict[str, Any] | None = None,
         patch_size: int | list[int] | None = None,
@@ -102,12 +107,25 @@ class SurrogateModule(_MaskedStage):
         if backbone_spec is None:
             if classifier_checkpoint is None:
                 raise ValueError("SurrogateModule needs classifier_checkpoint: the classifier to fine-tune")
-            classifier, backbone_spec = backbone_from_checkpoint(classifier_checkpoint)
+            if classifier_backbone is not None:
+                unknown = sorted(set(classifier_backbone) - {"backbone", "num_classes", "backbone_kwargs"})
+                if unknown or not {"backbone", "num_classes"} <= set(classifier_backbone):
+                    raise ValueError(
+                        "classifier_backbone needs backbone (a timm name) and num_classes, and takes "
+                        f"backbone_kwargs; got {sorted(classifier_backbone)}"
+                    )
+                classifier, backbone_spec = backbone_from_weights(
+                    classifier_checkpoint, **classifier_backbone
+                )
+            else:
+                classifier, backbone_spec = backbone_from_checkpoint(classifier_checkpoint)
         else:  # rebuilt from our own checkpoint: the weights come from its state dict
             classifier = build_model(
                 backbone_spec["backbone"], backbone_spec["num_classes"], **backbone_spec["backbone_kwargs"]
             )
-        self.save_hyperparameters()
+        # image_size=None means "the ViT's own size": nothing to record, and a None would clash with an image
+        # folder's image_size when Lightning merges the module's and the data's hyperparameters for the logger.
+        self.save_hyperparameters(ignore=["image_size"] if image_size is None else None)
         self.hparams.backbone_spec = backbone_spec
         self.teacher = classifier.eval().requires_grad_(False)
         self.model = copy.deepcopy(classifier).requires_grad_(True)
@@ -119,6 +137,11 @@ class SurrogateModule(_MaskedStage):
         super().train(mode)
         self.teacher.eval()  # the teacher's dropout/batch-norm must never switch to training behaviour
         return self
+
+    @property
+    def explained_network(self) -> torch.nn.Module:
+        """The surrogate network (lit_xai.protocols.ExplainedModel); ``players`` and ``masker`` are attributes."""
+        return self.model
 
     def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
         """Surrogate logits with only ``keep``'s players (all players when ``keep`` is None)."""
@@ -239,9 +262,18 @@ class ExplainerModule(_MaskedStage):
         self.net = AmortizedShapley(explainer, surrogate, masker, link=link, normalization=normalization)
         self.sampler = ShapleySampler(players.num_players, paired=True)
 
+    # lit_xai.protocols.LearnedExplainer: the network explained is the surrogate whose game the explainer estimates.
+    @property
+    def explained_network(self) -> torch.nn.Module:
+        return self.net.surrogate
+
     @property
     def players(self):
         return self.net.players
+
+    @property
+    def masker(self):
+        return self.net.masker
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
