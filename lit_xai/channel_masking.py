@@ -91,7 +91,8 @@ class ChannelMask(Masker):
     def __repr__(self) -> str:
         return f"ChannelMask({self.players!r}, layer={self.layer!r}, position={self.position!r})"
 
-    def _dim(self, activation: Tensor) -> int:
+    def channel_axis(self, activation: Tensor) -> int:
+        """The dimension of ``activation`` that holds the channels (``channel_dim``, or the default rule)."""
         if self.channel_dim is not None:
             return self.channel_dim % activation.dim()
         return activation.dim() - 1 if activation.dim() == 3 else 1
@@ -129,7 +130,7 @@ class ChannelMask(Masker):
                 f"the {self.position} of layer {self.layer!r} has shape {tuple(activation.shape)}, not one row per "
                 f"input of the batch ({keep.shape[0]}); hook a layer that keeps the batch dimension first"
             )
-        dim = self._dim(activation)
+        dim = self.channel_axis(activation)
         if activation.shape[dim] != self.players.num_channels:
             raise ValueError(
                 f"the {self.position} of layer {self.layer!r} has {activation.shape[dim]} channels in dimension "
