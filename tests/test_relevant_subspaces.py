@@ -173,3 +173,17 @@ def test_save_load_and_refusals(tmp_path):
         RelevantSubspaces(model, players, "conv9", basis)
     with pytest.raises(ValueError, match="no labels"):
         collect_pairs(model, resolve_layer(model, "features"), "features", [x], target=1)
+
+
+def test_drsa_does_not_depend_on_the_scale_of_the_contexts():
+    """J is homogeneous in the contexts: scaled contexts give the same basis and a scaled objective."""
+    torch.manual_seed(2)
+    a, c = torch.randn(300, 6).relu(), torch.randn(300, 6)
+    c = c + a  # some positive relevance in every direction the activations take
+    base = drsa(ActivationContext(a, c, "toy", 300), num_subspaces=2, subspace_size=2, steps=30, seed=1)
+    small = drsa(
+        ActivationContext(a, 1e-3 * c, "toy", 300), num_subspaces=2, subspace_size=2, steps=30, seed=1
+    )
+    torch.testing.assert_close(small.basis, base.basis, atol=1e-4, rtol=0)
+    assert small.objective == pytest.approx(1e-3 * base.objective, rel=1e-4)
+    assert base.trials[0][-1] > base.trials[0][0]

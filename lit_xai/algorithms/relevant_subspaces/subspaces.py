@@ -73,7 +73,8 @@ def drsa_objective(
 
 @dataclass
 class DRSAResult:
-    """What :func:`drsa` returns: the best basis ``(D, K, d')``, its objective, and each trial's objectives."""
+    """What :func:`drsa` returns: the best basis ``(D, K, d')``, its objective, and each trial's objectives after every
+    step (all on the contexts' own scale)."""
 
     basis: Tensor
     objective: float
@@ -99,7 +100,8 @@ def drsa(
         subspace_size: ``d'``; ``K d' = D`` makes the subspaces span the layer, so the sub-maps need no residual.
         steps: gradient steps per trial.
         trials: random starts; the basis with the highest final objective is kept.
-        lr: step size of the ascent (the authors' demo steps by the raw gradient, ``lr = 1``).
+        lr: step size of the ascent on contexts normalised to mean absolute relevance 1 (the authors' demo steps by
+            the raw gradient, ``lr = 1``, on VGG16's unnormalised contexts).
         softmin_order: ``q`` of the soft-min over subspaces.
         seed: seed of the random starts.
         device: where to optimise (default: where the pairs are).
@@ -107,6 +109,15 @@ def drsa(
     a, c = pairs.activations, pairs.contexts
     if device is not None:
         a, c = a.to(device), c.to(device)
+    # J is homogeneous of degree 1 in the contexts, so rescaling them leaves the maximiser unchanged. Dividing by the
+    # mean absolute relevance |a . c| makes J of order 1 for every model, so that a step size means the same
+    # everywhere (the authors' raw step of 1 suits VGG16's scale, not, e.g., a small CNN's logits).
+    scale = float((a * c).sum(1).abs().mean())
+    if not scale > 0:
+        raise ValueError(
+            "every (activation, context) pair has zero relevance; there is no relevant subspace to find"
+        )
+    c = c / scale
     dim = a.shape[1]
     _check_sizes(dim, num_subspaces, subspace_size)
     if steps < 1 or trials < 1:
@@ -127,8 +138,8 @@ def drsa(
             u = orthonormalise(u.detach() + lr * grad)
         with torch.no_grad():
             final = float(drsa_objective(u, a, c, num_subspaces, softmin_order))
-        history.append([*objectives, final])
+        history.append([value * scale for value in (*objectives, final)])  # on the contexts' own scale
         if best is None or final > best[0]:
             best = (final, u.detach())
     objective, u = best
-    return DRSAResult(u.cpu().reshape(dim, num_subspaces, subspace_size), objective, history)
+    return DRSAResult(u.cpu().reshape(dim, num_subspaces, subspace_size), objective * scale, history)
