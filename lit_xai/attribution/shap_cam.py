@@ -16,7 +16,9 @@ Where our choices fill in or differ from the paper (which has no public code):
   target logit by default (``link``), the scale GradCAM differentiates.
 
 The layer is chosen as GradCAM's is (a name, or its default: ``features`` of our small CNN, the tokens entering a
-ViT's last attention, whose embedding dimensions are then the channels).
+ViT's last attention, whose embedding dimensions are then the channels). On a ViT, removing dimensions at that
+default (``blocks[-1].norm1``) hides them from the last attention only, since the residual stream bypasses the norm;
+name a block's output (``layer="blocks.<i>"``) to remove them from the stream itself.
 """
 
 from __future__ import annotations
