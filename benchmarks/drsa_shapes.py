@@ -31,7 +31,6 @@ from benchmarks.common import RESULTS, environment, write_json  # noqa: E402
 from lit_xai.algorithms.relevant_subspaces import RelevantSubspaces, collect_pairs, drsa, prca  # noqa: E402
 from lit_xai.data.shapes import DISTRACTOR_COLOURS, TARGET_COLOUR, _shape_mask  # noqa: E402
 from lit_xai.io import atomic_open  # noqa: E402
-from lit_xai.layers import resolve_layer  # noqa: E402
 from lit_xai.models import SmallCNN  # noqa: E402
 from lit_xai.players import PatchGrid  # noqa: E402
 
@@ -188,9 +187,7 @@ def main() -> None:
     layer, channels = "features", args.channels[-1]
     size = args.subspace_size or channels // 2
     batches = [{"input": x[i : i + 256], "target": y[i : i + 256]} for i in range(0, len(x), 256)]
-    pairs = collect_pairs(
-        model, resolve_layer(model, layer), layer, batches, target=1, max_pairs=args.max_pairs
-    )
+    pairs = collect_pairs(model, layer, batches, target=1, max_pairs=args.max_pairs)
     print(f"pairs: {len(pairs.activations)} from {pairs.num_images} positive training images", flush=True)
     fit = drsa(pairs, 2, size, steps=args.drsa_steps, trials=3, lr=args.drsa_lr, seed=0)
     bases = {"DRSA": fit.basis, "PRCA": prca(pairs, num_subspaces=2, subspace_size=size)}

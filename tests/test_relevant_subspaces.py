@@ -14,7 +14,6 @@ from lit_xai.algorithms.relevant_subspaces import (
     prca,
 )
 from lit_xai.attribution import GradientXInput
-from lit_xai.layers import resolve_layer
 from lit_xai.models import SmallCNN
 from lit_xai.players import PatchGrid
 
@@ -42,24 +41,22 @@ def test_contexts_are_gradients_of_the_score():
     """After the ReLU of an MLP the score is W2[t] . a + b: the context of every sample is W2[t]."""
     model = mlp()
     x, y = torch.randn(10, 5), torch.tensor([0, 1, 2, 1, 1, 0, 1, 2, 1, 0])
-    pairs = collect_pairs(model, model[1], "1", batches(x, y))
+    pairs = collect_pairs(model, "1", batches(x, y))
     assert pairs.activations.shape == (10, 6) and pairs.num_images == 10
     with torch.no_grad():
         torch.testing.assert_close(pairs.activations, model[1](model[0](x)))
     torch.testing.assert_close(pairs.contexts, model[2].weight[y].detach())
-    ones = collect_pairs(model, model[1], "1", batches(x, y), target=1)  # images labelled 1 only
+    ones = collect_pairs(model, "1", batches(x, y), target=1)  # images labelled 1 only
     assert ones.num_images == 5
     torch.testing.assert_close(ones.contexts, model[2].weight[1].detach().expand(5, 6))
-    capped = collect_pairs(model, model[1], "1", batches(x, y), max_pairs=6)
+    capped = collect_pairs(model, "1", batches(x, y), max_pairs=6)
     assert capped.activations.shape == (6, 6) and capped.num_images == 6
 
 
 def test_cnn_pairs_are_positions():
     """SmallCNN averages the feature map before a linear head: the context at each of the 4x4 positions is W[t]/16."""
     model, x = small_cnn(), torch.randn(3, 1, 8, 8)
-    pairs = collect_pairs(
-        model, model.features, "features", [{"input": x, "target": torch.tensor([2, 2, 0])}]
-    )
+    pairs = collect_pairs(model, "features", [{"input": x, "target": torch.tensor([2, 2, 0])}])
     assert pairs.activations.shape == (3 * 16, 6) and pairs.num_images == 3
     expected = (model.head[-1].weight[torch.tensor([2, 2, 0])] / 16).detach().repeat_interleave(16, dim=0)
     torch.testing.assert_close(pairs.contexts, expected)
@@ -76,7 +73,7 @@ def test_prca_closed_form_on_a_rank_two_matrix():
     with torch.no_grad():
         predicted = model(x).argmax(-1)
     c = int(predicted.mode().values)
-    pairs = collect_pairs(model, model[1], "1", [(x, predicted)], target=c)
+    pairs = collect_pairs(model, "1", [(x, predicted)], target=c)
     m, w = pairs.activations.double().mean(0), model[2].weight[c].detach().double()
     u = prca(pairs, num_subspaces=1)[:, 0, 0].double()
     direction = m / m.norm() + w / w.norm()
@@ -172,7 +169,7 @@ def test_save_load_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="no layer named"):
         RelevantSubspaces(model, players, "conv9", basis)
     with pytest.raises(ValueError, match="no labels"):
-        collect_pairs(model, resolve_layer(model, "features"), "features", [x], target=1)
+        collect_pairs(model, "features", [x], target=1)
 
 
 def test_drsa_does_not_depend_on_the_scale_of_the_contexts():

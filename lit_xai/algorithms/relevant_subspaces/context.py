@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from lit_xai.attribution._spatial import is_vit, token_grid, tokens_to_grid
 from lit_xai.attribution.base import resolve_target, select_target
 from lit_xai.attribution.gradients import gradient_mode, prepare_input
-from lit_xai.layers import layer_output
+from lit_xai.layers import layer_output, resolve_layer
+from lit_xai.links import get_link
 
 __all__ = ["ActivationContext", "channels_last", "collect_pairs", "feature_grid", "forward_with_context"]
 
@@ -113,30 +114,30 @@ def _batch(batch) -> tuple[Tensor, Tensor | None]:
 
 def collect_pairs(
     model: nn.Module,
-    module: nn.Module,
     layer: str,
     data: Iterable,
     target: int | None = None,
-    link: Callable[[Tensor], Tensor] = lambda logits: logits,
+    link: str | Callable[[Tensor], Tensor] = "logits",
     max_pairs: int = 200_000,
     device: torch.device | str | None = None,
 ) -> ActivationContext:
-    """Collect ``(activation, context)`` pairs at ``module`` over ``data`` in one pass.
+    """Collect ``(activation, context)`` pairs at ``layer`` over ``data`` in one pass.
 
     Args:
         model: the network (its mode is not changed; put it in eval mode).
-        module: the layer (from :func:`~lit_xai.layers.resolve_layer`); ``layer`` is its name, for messages.
+        layer: the layer's name in ``model.named_modules()``.
         data: batches (dicts with ``"input"`` and ``"target"``, ``(x, y)`` tuples or tensors), or a
             LightningDataModule (its ``train_dataloader()``).
         target: ``None`` explains each image's label (the predicted class where there are no labels); a class
             index explains that class on the images labelled with it only, as the paper fits one class at a time.
-        link: the explained score from the logits.
+        link: the explained score from the logits (``"logits"``, ``"softmax"``, ... or a callable).
         max_pairs: stop once this many pairs are collected (the last batch is cut).
         device: where to run; default the model's first parameter's device.
 
     Returns:
         An :class:`ActivationContext` (float32 tensors on the CPU).
     """
+    module, link = resolve_layer(model, layer), get_link(link)
     if hasattr(data, "train_dataloader"):
         data = data.train_dataloader()
     if device is None:

@@ -95,9 +95,7 @@ class RelevantSubspaces(Attribution):
         link: str | Callable[[Tensor], Tensor] = "logits",
     ) -> RelevantSubspaces:
         """Collect pairs over ``data`` in one pass (:func:`collect_pairs`; ``target`` as there) and fit PRCA."""
-        pairs = collect_pairs(
-            model, resolve_layer(model, layer), layer, data, target, get_link(link), max_pairs
-        )
+        pairs = collect_pairs(model, layer, data, target, link, max_pairs)
         return cls(model, players, layer, prca(pairs, num_subspaces, subspace_size), link)
 
     @classmethod
@@ -115,9 +113,7 @@ class RelevantSubspaces(Attribution):
         **drsa_kwargs,
     ) -> RelevantSubspaces:
         """Collect pairs over ``data`` and fit DRSA (``drsa_kwargs``: ``steps``, ``trials``, ``lr``, ``seed``...)."""
-        pairs = collect_pairs(
-            model, resolve_layer(model, layer), layer, data, target, get_link(link), max_pairs
-        )
+        pairs = collect_pairs(model, layer, data, target, link, max_pairs)
         result = drsa(pairs, num_subspaces, subspace_size, **drsa_kwargs)
         return cls(model, players, layer, result.basis, link)
 
