@@ -37,10 +37,18 @@ FAST = {
     "sobol": dict(num_designs=8),
     "hsic": dict(num_designs=32),
     "leave_one_out": dict(batch_size=7),
+    "shap_cam": dict(max_evaluations=130, threshold=None),
 }
 VIT_ONLY = {"attention_rollout", "last_layer_attention"}
-IMAGE_ONLY = {"gradcam", "h_shap"}
-PIXEL_METHODS = {"gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "gradcam"} | VIT_ONLY
+IMAGE_ONLY = {"gradcam", "h_shap", "shap_cam"}
+PIXEL_METHODS = {
+    "gradient",
+    "gradient_x_input",
+    "integrated_gradients",
+    "smoothgrad",
+    "gradcam",
+    "shap_cam",
+} | VIT_ONLY
 
 
 def tiny_vit(**kwargs) -> nn.Module:

@@ -138,7 +138,7 @@ def test_gradcam_on_the_last_block_output_is_blind_with_class_token_pooling():
     assert GradCAM(model, players, relu=False).attribute(x, 0).abs().max() > 0
     named = GradCAM(model, players, layer="blocks.0.norm1", relu=False).attribute_grid(x, 0)
     torch.testing.assert_close(named, reference_gradcam(model, x, 0, model.blocks[0].norm1))
-    with pytest.raises(ValueError, match="has no module 'blocks.7'"):
+    with pytest.raises(ValueError, match="no layer named 'blocks.7'"):
         GradCAM(model, players, layer="blocks.7")
 
 

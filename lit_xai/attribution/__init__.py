@@ -10,7 +10,8 @@ Build one by name with :func:`build_attribution`::
     rise = build_attribution("rise", model, players, masker=BaselineFill(players), num_masks=1000)
 
 Gradient methods (``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``) also give pixel
-maps (``attribute_pixels``); GradCAM and the attention methods give their feature-grid maps (``attribute_grid``);
+maps (``attribute_pixels``); GradCAM, Shap-CAM (channel Shapley values as CAM weights) and the attention methods give
+their feature-grid maps (``attribute_grid``);
 perturbation methods (``leave_one_out``, ``rise``, ``kernel_shap``, ``leverage_shap``, ``permutation_shap``,
 ``beta_shapley``, ``banzhaf``, ``weighted_shap``, ``sobol``, ``hsic``, ``h_shap``) need a masker and give every class at once
 (``attribute_all -> (B, d, C)``).
@@ -36,6 +37,7 @@ from lit_xai.attribution.leverage_shap import LeverageSHAP
 from lit_xai.attribution.permutation_shap import PermutationSHAP
 from lit_xai.attribution.perturbation import RISE, LeaveOneOut, PerturbationAttribution
 from lit_xai.attribution.random_baseline import RandomAttribution
+from lit_xai.attribution.shap_cam import ShapCAM
 from lit_xai.attribution.sobol import SobolAttribution
 from lit_xai.attribution.weighted_shap import WeightedSHAP
 from lit_xai.players import Players
@@ -61,6 +63,7 @@ __all__ = [
     "PixelAttribution",
     "RISE",
     "RandomAttribution",
+    "ShapCAM",
     "SmoothGrad",
     "SobolAttribution",
     "WeightedSHAP",
@@ -75,6 +78,7 @@ ATTRIBUTIONS: dict[str, type[Attribution]] = {
         IntegratedGradients,
         SmoothGrad,
         GradCAM,
+        ShapCAM,
         AttentionRollout,
         LastLayerAttention,
         LeaveOneOut,
@@ -99,7 +103,7 @@ def build_attribution(
     """Build an attribution baseline by name.
 
     Args:
-        name: one of ``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``, ``gradcam``,
+        name: one of ``gradient``, ``gradient_x_input``, ``integrated_gradients``, ``smoothgrad``, ``gradcam``, ``shap_cam``,
             ``attention_rollout``, ``last_layer_attention``, ``leave_one_out``, ``rise``, ``kernel_shap``,
             ``leverage_shap``, ``permutation_shap``, ``beta_shapley``, ``banzhaf``, ``weighted_shap``, ``sobol``, ``hsic``, ``h_shap``, ``random``.
         model: the network to explain.

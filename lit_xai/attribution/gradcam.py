@@ -34,6 +34,7 @@ from lit_xai.attribution._spatial import (
 )
 from lit_xai.attribution.base import Attribution, preserved_model_state, resolve_target, select_target
 from lit_xai.attribution.gradients import gradient_mode, prepare_input
+from lit_xai.layers import resolve_layer
 from lit_xai.links import get_link
 from lit_xai.players import Players
 
@@ -92,11 +93,7 @@ class GradCAM(Attribution):
         if layer is None:
             self.layer, self.layer_name = _default_layer(model)
         elif isinstance(layer, str):
-            try:
-                self.layer, self.layer_name = model.get_submodule(layer), layer
-            except AttributeError as err:
-                names = [name for name, _ in model.named_modules() if name][-8:]
-                raise ValueError(f"model has no module {layer!r}; its last modules are {names}") from err
+            self.layer, self.layer_name = resolve_layer(model, layer), layer
         elif isinstance(layer, nn.Module):
             self.layer, self.layer_name = layer, type(layer).__name__
         else:

@@ -35,14 +35,10 @@ from lit_xai.algorithms.input_iba.bottleneck import (
     upsample_bits,
 )
 from lit_xai.algorithms.input_iba.lightning_model import GANConfig, GenerativePriorModule
-from lit_xai.algorithms.input_iba.statistics import (
-    LayerStatistics,
-    estimate_layer_statistics,
-    layer_output,
-    resolve_layer,
-)
+from lit_xai.algorithms.input_iba.statistics import LayerStatistics, estimate_layer_statistics
 from lit_xai.algorithms.input_iba.torch_model import feature_grid
 from lit_xai.io import atomic_save, safe_torch_load
+from lit_xai.layers import layer_output, resolve_layer
 
 __all__ = ["BottleneckConfig", "GANConfig", "IBA", "InputIBA", "upsample_bits"]
 

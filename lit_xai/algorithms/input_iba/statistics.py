@@ -3,7 +3,8 @@
 IBA (Schulz, Sixt, Tombari & Landgraf, *Restricting the Flow: Information Bottlenecks for Attribution*,
 ICLR 2020) replaces a hidden layer's activations ``R`` by noise drawn from ``N(mu_R, sigma_R)``, the
 per-element distribution of ``R`` over the data. This module estimates those statistics with a forward hook
-on any named layer (a timm CNN stage, a ViT block, a layer of our small CNN) using Welford's running
+on any named layer (a timm CNN stage, a ViT block, a layer of our small CNN; looked up and hooked by the core's
+:mod:`lit_xai.layers`, re-exported here) using Welford's running
 algorithm in its batched form (Chan, Golub & LeVeque, 1979), stopping each forward pass at the layer so that
 the rest of the network is never run. The per-channel statistics of the input are estimated in the same pass:
 InputIBA (Zhang et al., NeurIPS 2021) needs them for the noise it puts on the input.
@@ -14,12 +15,13 @@ explainer can store it next to the model's weights (loadable with ``torch.load(.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from lit_xai.layers import forward_to_layer, layer_output, resolve_layer
 
 __all__ = [
     "LayerStatistics",
@@ -29,57 +31,6 @@ __all__ = [
     "layer_output",
     "resolve_layer",
 ]
-
-
-def resolve_layer(model: nn.Module, name: str) -> nn.Module:
-    """Return the submodule called ``name`` (as in ``model.named_modules()``), or explain what exists."""
-    modules = dict(model.named_modules())
-    if name in modules and name != "":
-        return modules[name]
-    names = [n for n in modules if n]
-    shown = ", ".join(names[:60]) + (f", ... ({len(names) - 60} more)" if len(names) > 60 else "")
-    raise ValueError(f"the model has no layer named {name!r}; its layers are: {shown}")
-
-
-class _StopForward(Exception):
-    """Raised by a hook to end a forward pass once the layer of interest has run."""
-
-
-@contextmanager
-def layer_output(layer: nn.Module, stop: bool = False) -> Iterator[dict[str, Tensor]]:
-    """Capture the output of ``layer`` during forward passes inside the block.
-
-    Yields a dict whose ``"output"`` entry holds the latest output. With ``stop=True`` the forward pass ends at
-    the layer (the exception is swallowed at the end of the block, so use one forward per block).
-    """
-    captured: dict[str, Tensor] = {}
-
-    def hook(module: nn.Module, args, output):
-        if not isinstance(output, Tensor):
-            raise ValueError(
-                f"the layer {type(module).__name__} returns {type(output).__name__}, not a tensor; "
-                f"choose a layer whose output is a single feature tensor"
-            )
-        captured["output"] = output
-        if stop:
-            raise _StopForward
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        yield captured
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-
-
-def forward_to_layer(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
-    """Run ``model`` on ``x`` only as far as ``layer`` and return that layer's output."""
-    with layer_output(layer, stop=True) as captured:
-        model(x)
-    if "output" not in captured:
-        raise ValueError("the chosen layer was not called in the model's forward pass; choose another layer")
-    return captured["output"]
 
 
 class WelfordEstimator:

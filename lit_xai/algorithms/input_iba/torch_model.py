@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_xai.algorithms.input_iba.statistics import forward_to_layer
+from lit_xai.layers import forward_to_layer
 
 __all__ = ["BatchedCritic", "MaskGenerator", "feature_grid"]
 

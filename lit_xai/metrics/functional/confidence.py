@@ -19,7 +19,7 @@ from statistics import NormalDist
 import torch
 from torch import Tensor
 
-__all__ = ["t_quantile", "confidence_interval_from_moments", "mean_confidence_interval"]
+__all__ = ["t_quantile", "t_upper_tail", "confidence_interval_from_moments", "mean_confidence_interval"]
 
 _SIMPSON_INTERVALS = 2000  # even; error ~1e-13 for the smooth integrand on at most [0, pi/2]
 _CORNISH_FISHER_DF = 1000.0  # from here on the asymptotic expansion is exact to double precision
@@ -48,6 +48,20 @@ def _cornish_fisher(z: float, df: float) -> float:
     g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
     g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
     return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def t_upper_tail(t: float, df: float) -> float:
+    """``P(T > t)`` for Student's t with ``df >= 1`` degrees of freedom: the one-sided p-value of a t statistic.
+
+    Uses the same integral as :func:`t_quantile` (Simpson's rule over ``theta = atan(t / sqrt(df))``).
+    """
+    if not df >= 1:
+        raise ValueError(f"df must be at least 1 (two or more values), got {df}")
+    if math.isnan(t):
+        return math.nan
+    if t < 0:
+        return 1.0 - t_upper_tail(-t, df)
+    return max(0.5 - _t_central_mass(math.atan(t / math.sqrt(df)), df), 0.0)
 
 
 def t_quantile(probability: float, df: float) -> float:
