@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from lit_xai.callbacks.checkpoint import keep_last_current
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.data.resumable import RestoreLoaderPosition
 from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
@@ -72,7 +73,10 @@ class LitXaiCLI(LightningCLI):
         # Checkpoints are written atomically and read weights-only, unless the config brings its own CheckpointIO.
         plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
         kwargs["plugins"] = with_atomic_checkpoint_io(plugins)
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # Lightning 2.6 rewrites last.ckpt only when the monitored metric improves: keep it the latest state.
+        keep_last_current(trainer.callbacks)
+        return trainer
 
 
 def _import(class_path: str) -> object:
