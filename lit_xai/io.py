@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +34,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_json",
     "atomic_write_text",
+    "describe_error",
     "safe_torch_load",
     "with_atomic_checkpoint_io",
 ]
@@ -109,13 +111,23 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+def describe_error(err: BaseException) -> str:
+    """``"TypeName: message"`` on one line and whole.
+
+    Never cut: torch puts the part that names the problem (the refused global, the missing record) after a long
+    preamble, so a message cut at a few hundred characters hides exactly what the user needs.
+    """
+    return f"{err.__class__.__name__}: {' '.join(str(err).split())}"
+
+
 def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with one clear error for each way a file can be wrong.
 
     Args:
         path: the checkpoint.
         map_location: where tensors go.
-        mmap: map the tensors' storage instead of reading it (cheap when only the metadata is needed).
+        mmap: map the tensors' storage instead of reading it (cheap when only the metadata is needed); ignored for
+            files in the legacy non-zip format, which cannot be mapped.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -127,6 +139,9 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
         raise FileNotFoundError(
             f"checkpoint not found: {path} (check the path, or train the previous stage first)"
         )
+    # mmap is only a shortcut, and torch refuses it for the legacy (pre-1.6, non-zip) format, which is as safe to
+    # read weights-only as the zip one: read such files normally instead of calling them corrupt.
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
@@ -139,7 +154,7 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     except Exception as err:  # noqa: BLE001 - zip, EOF and key errors all mean a damaged file
         size = path.stat().st_size
         raise ValueError(
-            f"{path} is not a readable checkpoint ({size} bytes; {err.__class__.__name__}: {str(err)[:120]}): it "
+            f"{path} is not a readable checkpoint ({size} bytes; {describe_error(err)}): it "
             f"is truncated or corrupt, e.g. from a killed copy; use another checkpoint or train the stage again"
         ) from err
 
