@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +17,14 @@ import torch
 from lit_xai.algorithms.classifier import ClassifierModule
 from lit_xai.algorithms.vit_shapley import ExplainerModule, SurrogateModule
 from lit_xai.algorithms.vit_shapley.export import export_explainer, load_explainer
-from lit_xai.io import AtomicCheckpointIO, atomic_open, atomic_save, atomic_write_json, safe_torch_load
+from lit_xai.io import (
+    AtomicCheckpointIO,
+    atomic_open,
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    safe_torch_load,
+)
 from lit_xai.models import backbone_from_checkpoint, load_state_dict
 
 TINY_VIT = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1, num_heads=2)
@@ -55,6 +63,45 @@ def test_killing_a_writer_never_leaves_a_truncated_file(tmp_path, how):
         assert target.read_bytes() == b"OLD" * 1000  # the previous complete file, untouched
     else:  # the control: a plain open() leaves the new file cut short, which is what the test would catch
         assert target.read_bytes() == b"NEW" * 1000
+
+
+def start_writer(target: Path) -> subprocess.Popen:
+    """A child process stopped half way through an atomic write of ``target`` (its temporary file exists)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target), "atomic"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=target.parent,
+    )
+    assert child.stdout.readline().strip() == "half written"
+    return child
+
+
+def test_the_next_write_removes_what_killed_writers_left_and_nothing_else(tmp_path):
+    live = start_writer(tmp_path / "other.json")  # still writing: its temporary file must survive
+    try:
+        killed = start_writer(tmp_path / "results.json")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=60)
+        (orphan,) = tmp_path.glob(".results.json.*.tmp")
+        (held,) = tmp_path.glob(".other.json.*.tmp")
+        # Another machine's temporaries (a shared file system): a day-old one is stale, a fresh one may be live.
+        old = tmp_path / ".model.ckpt.pid12@node-7.abcd1234.tmp"
+        fresh = tmp_path / ".model.ckpt.pid12@node-7.efgh5678.tmp"
+        for path in (old, fresh):
+            path.write_bytes(b"partial")
+        two_days_ago = time.time() - 2 * 24 * 3600
+        os.utime(old, (two_days_ago, two_days_ago))
+
+        atomic_write_text(tmp_path / "report.md", "new")  # any write into the folder cleans it
+
+        assert not orphan.exists() and not old.exists()
+        assert held.exists() and fresh.exists()
+        assert (tmp_path / "results.json").read_bytes() == b"OLD" * 1000  # the target itself is untouched
+        assert (tmp_path / "report.md").read_text() == "new"
+    finally:
+        live.send_signal(signal.SIGKILL)
+        live.wait(timeout=60)
 
 
 def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
