@@ -19,11 +19,12 @@ from lit_xai.callbacks.checkpoint import keep_last_current
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.data.resumable import RestoreLoaderPosition
 from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
+from lit_xai.run_lock import OutputFolderInUse, hold_output_folders
 
 __all__ = ["LitXaiCLI", "main", "use_offline_wandb", "user_errors_exit"]
 
-#: Errors a user causes (bad setting, missing file, NaN loss): train.py shows them as one line.
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+#: Errors a user causes (bad setting, missing file, NaN loss, a folder in use): train.py shows them as one line.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, OutputFolderInUse)
 _WRAPPED = "Does not validate against any of the Union subtypes"
 
 
@@ -77,6 +78,30 @@ class LitXaiCLI(LightningCLI):
         # Lightning 2.6 rewrites last.ckpt only when the monitored metric improves: keep it the latest state.
         keep_last_current(trainer.callbacks)
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # One training run per output folder (lit_xai/run_lock.py): a second one stops here, before it writes.
+        if subcommand != "fit" or not _first_process(self.trainer):
+            super()._run_subcommand(subcommand)
+            return
+        with hold_output_folders(self._output_folders()):
+            super()._run_subcommand(subcommand)
+
+    def _output_folders(self) -> list[str]:
+        """The folders this run was told to write: ``default_root_dir`` and checkpoint ``dirpath``s, if given.
+
+        Folders Lightning picks itself (the working directory, ``lightning_logs/version_N``) are versioned per run,
+        so runs never share them.
+        """
+        folders = [self._get(self.config, "trainer", default={}).get("default_root_dir")]
+        folders += [getattr(callback, "dirpath", None) for callback in self.trainer.checkpoint_callbacks]
+        return [str(folder) for folder in folders if folder and "://" not in str(folder)]
+
+
+def _first_process(trainer: L.Trainer) -> bool:
+    """Whether this is the first process of the run: other DDP processes start later, from this one."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return environment is None or (environment.node_rank() == 0 and environment.local_rank() == 0)
 
 
 def _import(class_path: str) -> object:
