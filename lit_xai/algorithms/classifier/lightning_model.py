@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_xai.algorithms.exact_mean import log_exact_mean
 from lit_xai.masking import Masker
 from lit_xai.models import build_model
 
@@ -131,9 +132,14 @@ class ClassifierModule(L.LightningModule):
         the plain classifier's loss and accuracy, so runs of every algorithm compare metric for metric.
         """
         accuracy(logits, target)
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", sync_dist=stage != "train")
-        for name, value in (parts or {}).items():
-            self.log(f"{stage}/{name}", value)
+        if stage == "train":  # this process's batch: nothing to average across processes
+            self.log(f"{stage}/loss", loss, prog_bar=True)
+            for name, value in (parts or {}).items():
+                self.log(f"{stage}/{name}", value)
+        else:  # the mean over every sample of the split, on one process or several
+            log_exact_mean(self, f"{stage}/loss", loss, len(target), prog_bar=stage != "test")
+            for name, value in (parts or {}).items():
+                log_exact_mean(self, f"{stage}/{name}", value, len(target))
         self.log(f"{stage}/accuracy", accuracy, prog_bar=True)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

@@ -28,6 +28,7 @@ from lit_xai.algorithms.dynamic_selection.torch_model import (
     build_players,
     check_costs,
 )
+from lit_xai.algorithms.exact_mean import log_exact_mean
 from lit_xai.masking import AppendMask
 from lit_xai.models import load_state_dict
 from lit_xai.sampling import UniformSizeSampler
@@ -103,7 +104,7 @@ class MaskedPredictorModule(L.LightningModule):
         generator = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)
         keep = self.sampler.sample(x.shape[0], generator=generator).to(x.device)
         logits = self(x, keep)
-        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+        log_exact_mean(self, "val/loss", F.cross_entropy(logits, y), x.shape[0], prog_bar=True)
         self.val_accuracy(logits, y)
         self.val_full_accuracy(self(x, torch.ones_like(keep)), y)
         self.log("val/accuracy", self.val_accuracy)

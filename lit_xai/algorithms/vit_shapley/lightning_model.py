@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lit_xai.algorithms.classifier.lightning_model import cosine_with_warmup
+from lit_xai.algorithms.exact_mean import log_exact_mean
 from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker, is_vit
 from lit_xai.algorithms.vit_shapley.torch_model import (
     AmortizedShapley,
@@ -153,12 +154,13 @@ class SurrogateModule(_MaskedStage):
             "val/agreement_all": (full.argmax(-1) == teacher_pred).float().mean(),
             "val/agreement_masked": (logits.argmax(-1) == teacher_probs.argmax(-1)).float().mean(),
         }
-        self.log_dict(metrics, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+        for name, value in metrics.items():  # means over every sample, on one process or several
+            log_exact_mean(self, name, value, x.shape[0], prog_bar=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x, y = batch["input"], batch["target"]
         acc = (self(x).argmax(-1) == y).float().mean()
-        self.log("test/accuracy_all", acc, sync_dist=True, batch_size=x.shape[0])
+        log_exact_mean(self, "test/accuracy_all", acc, x.shape[0])
 
 
 def _build_explainer_net(surrogate: torch.nn.Module, players, num_classes: int, head: str, head_kwargs: dict):
@@ -269,7 +271,7 @@ class ExplainerModule(_MaskedStage):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss = self._shapley_loss(batch["input"], self.mask_generator("val", batch_idx))
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input"].shape[0])
+        log_exact_mean(self, "val/loss", loss, batch["input"].shape[0], prog_bar=True)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.net(batch["input"])
