@@ -60,8 +60,11 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-#: ``.<target>.pid<PID>@<host>.<random>.tmp``: the temporary files of :func:`atomic_open`, named after their writer.
-_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.pid(?P<pid>\d+)@(?P<host>[A-Za-z0-9.-]+)\.[a-z0-9_]+\.tmp$")
+#: ``.<target>.pid<PID>@<host>.<random>.tmp``: the temporary files of :func:`atomic_open`, named after their writer
+#: (``.<target>.<random>.tmp`` before lit_xai recorded the writer; ``<random>`` is ``tempfile``'s 8 characters).
+_TEMPORARY = re.compile(
+    r"^\.(?P<target>.+?)(\.pid(?P<pid>\d+)@(?P<host>[A-Za-z0-9.-]+))?\.[a-z0-9_]{8}\.tmp$"
+)
 #: A temporary file of another machine untouched for this long is taken as left by a killed writer.
 STALE_AFTER_S = 24 * 3600
 
@@ -71,8 +74,9 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
     A SIGKILL inside :func:`atomic_open` leaves its temporary file (no clean-up code runs in a killed process).
     Each name records its writer's PID and machine: a file of this machine whose writer is gone is removed; a file
-    of another machine (a shared file system) is removed once untouched for :data:`STALE_AFTER_S` seconds, since
-    its writer cannot be checked from here. Files a live writer holds, and every other file, are left alone.
+    of another machine (a shared file system), or one named by an older lit_xai without its writer, is removed once
+    untouched for :data:`STALE_AFTER_S` seconds, since its writer cannot be checked from here. Files a live writer
+    holds, and every other file, are left alone.
     """
     host, now, removed = host_name(), time.time(), []
     try:
@@ -86,6 +90,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         try:
             if found["host"] == host:
                 stale = not process_alive(int(found["pid"]))
+            # another machine's, or an older lit_xai's that names no writer: judged by age
             else:
                 stale = now - entry.stat().st_mtime > STALE_AFTER_S
             if stale:

@@ -85,18 +85,20 @@ def test_the_next_write_removes_what_killed_writers_left_and_nothing_else(tmp_pa
         killed.wait(timeout=60)
         (orphan,) = tmp_path.glob(".results.json.*.tmp")
         (held,) = tmp_path.glob(".other.json.*.tmp")
-        # Another machine's temporaries (a shared file system): a day-old one is stale, a fresh one may be live.
-        old = tmp_path / ".model.ckpt.pid12@node-7.abcd1234.tmp"
-        fresh = tmp_path / ".model.ckpt.pid12@node-7.efgh5678.tmp"
-        for path in (old, fresh):
+        # Another machine's temporaries (a shared file system), and those of an older lit_xai that did not name the
+        # writer: a day-old one is stale, a fresh one may be live.
+        old = [tmp_path / ".model.ckpt.pid12@node-7.abcd1234.tmp", tmp_path / ".best.ckpt.k3j2_x9a.tmp"]
+        fresh = [tmp_path / ".model.ckpt.pid12@node-7.efgh5678.tmp", tmp_path / ".last.ckpt.0a1b2c3d.tmp"]
+        for path in old + fresh:
             path.write_bytes(b"partial")
         two_days_ago = time.time() - 2 * 24 * 3600
-        os.utime(old, (two_days_ago, two_days_ago))
+        for path in old:
+            os.utime(path, (two_days_ago, two_days_ago))
 
         atomic_write_text(tmp_path / "report.md", "new")  # any write into the folder cleans it
 
-        assert not orphan.exists() and not old.exists()
-        assert held.exists() and fresh.exists()
+        assert not orphan.exists() and not any(path.exists() for path in old)
+        assert held.exists() and all(path.exists() for path in fresh)
         assert (tmp_path / "results.json").read_bytes() == b"OLD" * 1000  # the target itself is untouched
         assert (tmp_path / "report.md").read_text() == "new"
     finally:
