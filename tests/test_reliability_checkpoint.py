@@ -4,6 +4,7 @@ first best, and ``--ckpt_path last`` continues from the latest state instead of 
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from lit_xai.callbacks import ModelCheckpoint
@@ -52,6 +53,7 @@ def step_of(name: str) -> tuple[int, int]:
     return checkpoint["global_step"], checkpoint["epoch"]
 
 
+@pytest.mark.slow  # three short runs, ~25 s
 def test_last_checkpoint_is_the_latest_state_when_the_metric_never_improves(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     trainer, counter = fit("--trainer.max_epochs=3")
