@@ -24,6 +24,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from lit_xai.owners import host_name
 
@@ -56,11 +57,23 @@ def _holder(handle) -> str:
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')} (started {info.get('started', '?')})"
 
 
-def _lock(folder: Path, stack: contextlib.ExitStack) -> None:
+def _open_lock_file(folder: Path, stack: contextlib.ExitStack) -> tuple[Path, IO[str]]:
+    """Open the lock file next to ``folder``, or inside it where its parent is not writable (``/scratch/me``)."""
     path = lock_path(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # "a+": never truncate the file before holding its lock (it names the current holder).
-    handle = stack.enter_context(open(path, "a+", encoding="utf-8"))  # noqa: SIM115 - closed by the stack
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # "a+": never truncate the file before holding its lock (it names the current holder).
+        return path, stack.enter_context(open(path, "a+", encoding="utf-8"))  # noqa: SIM115 - closed by the stack
+    except PermissionError:
+        path = (
+            Path(folder) / LOCK_SUFFIX
+        )  # every run on this folder meets the same permissions, so the same file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path, stack.enter_context(open(path, "a+", encoding="utf-8"))  # noqa: SIM115 - closed by the stack
+
+
+def _lock(folder: Path, stack: contextlib.ExitStack) -> None:
+    path, handle = _open_lock_file(folder, stack)
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

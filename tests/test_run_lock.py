@@ -79,3 +79,23 @@ def test_train_py_refuses_a_folder_in_use_with_one_line_and_writes_nothing(holde
     assert line.startswith(f"error: output folder {folder} is in use by another run: pid {child.pid} "), line
     assert "\n" not in line
     assert not folder.exists(), sorted(p.name for p in folder.rglob("*"))  # no checkpoint, config or W&B run
+
+
+@pytest.mark.skipif(
+    os.name == "nt" or os.geteuid() == 0, reason="needs POSIX permissions that bind this user"
+)
+def test_a_folder_whose_parent_is_read_only_is_locked_from_inside(tmp_path):
+    parent = tmp_path / "scratch"
+    folder = parent / "me"
+    folder.mkdir(parents=True)
+    parent.chmod(0o555)  # like /scratch: only the user's own folder is writable
+    try:
+        with hold_output_folders([folder]):
+            assert (folder / ".lit_xai.lock").is_file()
+            with (
+                pytest.raises(OutputFolderInUse, match="in use by another run"),
+                hold_output_folders([folder]),
+            ):
+                pass
+    finally:
+        parent.chmod(0o755)
