@@ -1,5 +1,6 @@
 """A run killed hard (SIGKILL) mid-epoch and resumed with ``--ckpt_path last`` ends exactly where an uninterrupted
-run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate and explainer."""
+run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate, explainer and
+saliency-guided stages."""
 
 import csv
 import os
@@ -89,6 +90,8 @@ def stage_args(stage: str, tmp: Path) -> list[str]:
     from lit_xai.algorithms.classifier import ClassifierModule
     from lit_xai.algorithms.vit_shapley import SurrogateModule
 
+    if stage == "saliency_guided":  # a small CNN, random fill of the masked pixels
+        return ["--model.init_args.backbone_kwargs.channels=[4, 8]"]
     torch.manual_seed(0)
     classifier = ClassifierModule("vit_tiny_patch16_224", 10, TINY_VIT)
     if stage == "classifier":
@@ -115,7 +118,7 @@ def metrics_by_step(path: Path) -> dict[tuple[int, str], float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["classifier", "surrogate", "explainer"])
+@pytest.mark.parametrize("stage", ["classifier", "surrogate", "explainer", "saliency_guided"])
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, stage):
     extra = stage_args(stage, tmp_path)
     uninterrupted = start(tmp_path / "straight", stage, *extra)  # runs alongside the killed run

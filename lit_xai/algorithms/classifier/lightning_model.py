@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_xai.algorithms.exact_mean import log_exact_mean
 from lit_xai.masking import Masker
 from lit_xai.models import build_model
+from lit_xai.sampling import keyed_seed
 
 __all__ = [
     "ClassifierModule",
@@ -191,7 +193,21 @@ class MaskedClassifierModule(ClassifierModule):
         if self._masker is None or self._masker_shape != shape:
             self._masker = self.build_masker(x)
             self._masker_shape = shape
+            # Random fills ("random", "noise") draw from their own CPU generator (the same numbers on any device),
+            # re-seeded every training step (on_train_batch_start).
+            if hasattr(self._masker, "generator") and self._masker.generator is None:
+                self._masker.generator = torch.Generator()
         return self._masker
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Keyed by (seed, rank, step) rather than drawn from the global generator, whose state a checkpoint does not
+        # hold: a run resumed mid-epoch fills masked players with exactly the values the uninterrupted run used.
+        generator = getattr(self._masker, "generator", None)
+        if isinstance(generator, torch.Generator):
+            seed = int(
+                os.environ.get("PL_GLOBAL_SEED", 0)
+            )  # set by seed_everything (train.py: seed_everything)
+            generator.manual_seed(keyed_seed(seed, self.global_rank, self.global_step))
 
     def setup(self, stage: str) -> None:
         if stage == "fit":

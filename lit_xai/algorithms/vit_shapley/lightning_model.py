@@ -33,7 +33,7 @@ from lit_xai.algorithms.vit_shapley.torch_model import (
 )
 from lit_xai.models import backbone_from_checkpoint, build_model, read_checkpoint
 from lit_xai.players import FeatureGroups, PatchGrid
-from lit_xai.sampling import ShapleySampler, UniformSizeSampler
+from lit_xai.sampling import ShapleySampler, UniformSizeSampler, keyed_seed
 
 __all__ = ["SurrogateModule", "ExplainerModule"]
 
@@ -57,10 +57,7 @@ class _MaskedStage(L.LightningModule):
             key = (self.hparams.seed, 0, self.global_rank, self.global_step)
         else:  # the same validation masks every epoch, so validation losses are comparable
             key = (self.hparams.seed + _VALIDATION_SEED, 1, self.global_rank, batch_idx)
-        seed = 0
-        for part in key:
-            seed = (seed * 1_000_003 + int(part)) % (2**62)
-        return torch.Generator().manual_seed(seed)
+        return torch.Generator().manual_seed(keyed_seed(*key))
 
 
 class SurrogateModule(_MaskedStage):
