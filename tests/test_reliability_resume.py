@@ -1,6 +1,6 @@
 """A run killed hard (SIGKILL) mid-epoch and resumed with ``--ckpt_path last`` ends exactly where an uninterrupted
-run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate, explainer and
-saliency-guided stages."""
+run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate, explainer,
+saliency-guided and VisFIS stages."""
 
 import csv
 import os
@@ -15,6 +15,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1, num_heads=2)
+CONFIGS = {"visfis": "decoy_digits/visfis.yaml"}  # the others: configs/digits/<stage>.yaml
 KILL_AT_STEP = 9  # epoch 1 (6 batches per epoch), with last.ckpt from step 8: two batches into the epoch
 
 EXTRA_CONFIG = """
@@ -50,7 +51,7 @@ def start(cwd: Path, stage: str, *extra: str, kill: bool = False) -> subprocess.
     args = [
         "fit",
         "--config",
-        str(ROOT / f"configs/digits/{stage}.yaml"),
+        str(ROOT / "configs" / CONFIGS.get(stage, f"digits/{stage}.yaml")),
         "--config",
         "extra.yaml",
         "--trainer.max_epochs=2",
@@ -92,6 +93,8 @@ def stage_args(stage: str, tmp: Path) -> list[str]:
 
     if stage == "saliency_guided":  # a small CNN, random fill of the masked pixels
         return ["--model.init_args.backbone_kwargs.channels=[4, 8]"]
+    if stage == "visfis":  # an MLP on decoy digits with annotations
+        return ["--model.init_args.backbone_kwargs.hidden=[8]"]
     torch.manual_seed(0)
     classifier = ClassifierModule("vit_tiny_patch16_224", 10, TINY_VIT)
     if stage == "classifier":
@@ -118,7 +121,7 @@ def metrics_by_step(path: Path) -> dict[tuple[int, str], float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["classifier", "surrogate", "explainer", "saliency_guided"])
+@pytest.mark.parametrize("stage", ["classifier", "surrogate", "explainer", "saliency_guided", "visfis"])
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, stage):
     extra = stage_args(stage, tmp_path)
     uninterrupted = start(tmp_path / "straight", stage, *extra)  # runs alongside the killed run

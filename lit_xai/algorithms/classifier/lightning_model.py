@@ -199,15 +199,23 @@ class MaskedClassifierModule(ClassifierModule):
                 self._masker.generator = torch.Generator()
         return self._masker
 
+    def step_seed(self, stream: int) -> int:
+        """A seed for this training step's random draws of one kind (``stream``): (run seed, stream, rank, step).
+
+        Random draws keyed this way rather than taken from the global generator, whose state a checkpoint does not
+        hold, make a run resumed mid-epoch draw exactly what the uninterrupted run drew.
+        """
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the run's seed_everything seed (train.py sets one)
+        return keyed_seed(seed, stream, self.global_rank, self.global_step)
+
+    def step_generator(self, stream: int) -> torch.Generator:
+        """A CPU generator seeded by :meth:`step_seed` (the same numbers on any device)."""
+        return torch.Generator().manual_seed(self.step_seed(stream))
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # Keyed by (seed, rank, step) rather than drawn from the global generator, whose state a checkpoint does not
-        # hold: a run resumed mid-epoch fills masked players with exactly the values the uninterrupted run used.
         generator = getattr(self._masker, "generator", None)
-        if isinstance(generator, torch.Generator):
-            seed = int(
-                os.environ.get("PL_GLOBAL_SEED", 0)
-            )  # set by seed_everything (train.py: seed_everything)
-            generator.manual_seed(keyed_seed(seed, self.global_rank, self.global_step))
+        if isinstance(generator, torch.Generator):  # the masker's random fill: stream 0
+            generator.manual_seed(self.step_seed(0))
 
     def setup(self, stage: str) -> None:
         if stage == "fit":

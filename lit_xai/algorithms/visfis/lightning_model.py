@@ -158,7 +158,7 @@ class VisFISModule(MaskedClassifierModule):
         if "uncertainty" in w:
             terms["uncertainty"] = uncertainty_loss(self.model, masker, x, important)
         if "output_invariance" in w:
-            keep = invariance_keep(important)
+            keep = invariance_keep(important, generator=self.step_generator(1))  # stream 1 (step_seed)
             terms["output_invariance"] = output_invariance_loss(
                 self.model, masker, x, logits, important, keep
             )
