@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,9 +12,9 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_xai.algorithms.exact_mean import log_exact_mean
+from lit_xai.algorithms.step_random import step_seed
 from lit_xai.masking import Masker
 from lit_xai.models import build_model
-from lit_xai.sampling import keyed_seed
 
 __all__ = [
     "ClassifierModule",
@@ -199,23 +198,10 @@ class MaskedClassifierModule(ClassifierModule):
                 self._masker.generator = torch.Generator()
         return self._masker
 
-    def step_seed(self, stream: int) -> int:
-        """A seed for this training step's random draws of one kind (``stream``): (run seed, stream, rank, step).
-
-        Random draws keyed this way rather than taken from the global generator, whose state a checkpoint does not
-        hold, make a run resumed mid-epoch draw exactly what the uninterrupted run drew.
-        """
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the run's seed_everything seed (train.py sets one)
-        return keyed_seed(seed, stream, self.global_rank, self.global_step)
-
-    def step_generator(self, stream: int) -> torch.Generator:
-        """A CPU generator seeded by :meth:`step_seed` (the same numbers on any device)."""
-        return torch.Generator().manual_seed(self.step_seed(stream))
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         generator = getattr(self._masker, "generator", None)
-        if isinstance(generator, torch.Generator):  # the masker's random fill: stream 0
-            generator.manual_seed(self.step_seed(0))
+        if isinstance(generator, torch.Generator):  # the masker's random fill, keyed by the step (resumable)
+            generator.manual_seed(step_seed(self, 0))
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
