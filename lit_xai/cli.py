@@ -16,12 +16,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.logger import DummyLogger
 
+from lit_xai.callbacks.checkpoint import keep_last_current
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
-from lit_xai.callbacks.wandb_resume import ContinueWandbRun, continue_wandb_run
+from lit_xai.callbacks.wandb_run import RememberWandbRun, wandb_run_id
 from lit_xai.data.resumable import RestoreLoaderPosition
 from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
+from lit_xai.run_lock import OutputFolderInUse, hold_output_folders
+from lit_xai.scalar_log import ScalarFileLogger
 
 __all__ = [
     "LitXaiCLI",
@@ -32,8 +38,8 @@ __all__ = [
     "user_errors_exit",
 ]
 
-#: Errors a user causes (bad setting, missing file, NaN loss): train.py shows them as one line.
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+#: Errors a user causes (bad setting, missing file, NaN loss, a folder in use): train.py shows them as one line.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError, OutputFolderInUse)
 _WRAPPED = "Does not validate against any of the Union subtypes"
 
 
@@ -64,10 +70,10 @@ class LitXaiCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         # Every run stops at the first NaN/inf loss or bad batch (lit_xai/callbacks/finite_loss.py), resumes
-        # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py), and in the same W&B run
-        # (lit_xai/callbacks/wandb_resume.py).
+        # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py) and in the W&B run it was logging to
+        # (lit_xai/callbacks/wandb_run.py).
         defaults = dict(kwargs.get("trainer_defaults") or {})
-        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition(), ContinueWandbRun()])
+        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition(), RememberWandbRun()])
         kwargs["trainer_defaults"] = defaults
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 
@@ -91,15 +97,85 @@ class LitXaiCLI(LightningCLI):
                 )
         super()._parse_ckpt_path()
 
-    def before_fit(self) -> None:
-        # A resumed run continues its W&B run (the id is stored in the checkpoint by ContinueWandbRun).
-        continue_wandb_run(self.trainer, self._get(self.config_init, "ckpt_path"))
-
     def instantiate_trainer(self, **kwargs):
         # Checkpoints are written atomically and read weights-only, unless the config brings its own CheckpointIO.
         plugins = kwargs.get("plugins", self._get(self.config_init, "trainer", default={}).get("plugins"))
         kwargs["plugins"] = with_atomic_checkpoint_io(plugins)
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # Lightning 2.6 rewrites last.ckpt only when the monitored metric improves: keep it the latest state.
+        keep_last_current(trainer.callbacks)
+        # Every scalar also goes to <default_root_dir>/metrics.jsonl, which survives SIGKILL (lit_xai/scalar_log.py).
+        if trainer.loggers and not any(
+            isinstance(lg, DummyLogger | ScalarFileLogger) for lg in trainer.loggers
+        ):
+            trainer.loggers = [*trainer.loggers, ScalarFileLogger(trainer.default_root_dir)]
+        return trainer
+
+    def before_instantiate_classes(self) -> None:
+        # A resumed run logs to the W&B run stored in its checkpoint, unless the config names one.
+        config = self.config[self.subcommand] if self.subcommand == "fit" else None
+        if not config or not config.get("ckpt_path"):
+            return
+        run_id = wandb_run_id(_resume_path(config))
+        if run_id is None:
+            return
+        logger = config.trainer.logger
+        for entry in logger if isinstance(logger, list) else [logger]:
+            if _builds(entry, WandbLogger) and not (
+                entry.init_args.get("id") or entry.init_args.get("version")
+            ):
+                entry.init_args.id = run_id
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # One training run per output folder (lit_xai/run_lock.py): a second one stops here, before it writes.
+        if subcommand != "fit" or not _first_process(self.trainer):
+            super()._run_subcommand(subcommand)
+            return
+        with hold_output_folders(self._output_folders()):
+            super()._run_subcommand(subcommand)
+
+    def _output_folders(self) -> list[str]:
+        """The folders this run was told to write: ``default_root_dir`` and checkpoint ``dirpath``s, if given.
+
+        Folders Lightning picks itself (the working directory, ``lightning_logs/version_N``) are versioned per run,
+        so runs never share them.
+        """
+        folders = [self._get(self.config, "trainer", default={}).get("default_root_dir")]
+        folders += [getattr(callback, "dirpath", None) for callback in self.trainer.checkpoint_callbacks]
+        return [str(folder) for folder in folders if folder and "://" not in str(folder)]
+
+
+def _builds(node: object, base: type) -> bool:
+    """Whether a config entry (``class_path`` + ``init_args``) builds a ``base``."""
+    cls = _import(str(getattr(node, "class_path", "") or ""))
+    return getattr(node, "init_args", None) is not None and isinstance(cls, type) and issubclass(cls, base)
+
+
+def _resume_path(config) -> str | None:
+    """The checkpoint ``--ckpt_path`` will resume: the path itself, or for ``last`` the newest ``last.ckpt`` of the
+    config's checkpoint folders (Lightning's rule), found before the trainer exists."""
+    path = str(config.ckpt_path)
+    if path != "last":
+        return path if "://" not in path and path not in ("best", "hpc", "registry") else None
+    found = []
+    for callback in config.trainer.get("callbacks") or []:
+        if (
+            _builds(callback, ModelCheckpoint)
+            and callback.init_args.get("dirpath")
+            and callback.init_args.get("save_last")
+        ):
+            candidate = os.path.join(
+                callback.init_args.dirpath, ModelCheckpoint.CHECKPOINT_NAME_LAST + ".ckpt"
+            )
+            if os.path.isfile(candidate):
+                found.append(candidate)
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def _first_process(trainer: L.Trainer) -> bool:
+    """Whether this is the first process of the run: other DDP processes start later, from this one."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return environment is None or (environment.node_rank() == 0 and environment.local_rank() == 0)
 
 
 def _import(class_path: str) -> object:

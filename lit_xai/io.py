@@ -19,6 +19,8 @@ import os
 import pickle
 import re
 import tempfile
+import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -27,12 +29,16 @@ import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from lit_xai.owners import host_name, process_alive
+
 __all__ = [
     "AtomicCheckpointIO",
     "atomic_open",
     "atomic_save",
     "atomic_write_json",
     "atomic_write_text",
+    "describe_error",
+    "remove_stale_temporaries",
     "safe_torch_load",
     "with_atomic_checkpoint_io",
 ]
@@ -54,12 +60,54 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+#: ``.<target>.pid<PID>@<host>.<random>.tmp``: the temporary files of :func:`atomic_open`, named after their writer
+#: (``.<target>.<random>.tmp`` before lit_xai recorded the writer; ``<random>`` is ``tempfile``'s 8 characters).
+_TEMPORARY = re.compile(
+    r"^\.(?P<target>.+?)(\.pid(?P<pid>\d+)@(?P<host>[A-Za-z0-9.-]+))?\.[a-z0-9_]{8}\.tmp$"
+)
+#: A temporary file of another machine untouched for this long is taken as left by a killed writer.
+STALE_AFTER_S = 24 * 3600
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that killed :func:`atomic_open` writers left in ``folder``; return them.
+
+    A SIGKILL inside :func:`atomic_open` leaves its temporary file (no clean-up code runs in a killed process).
+    Each name records its writer's PID and machine: a file of this machine whose writer is gone is removed; a file
+    of another machine (a shared file system), or one named by an older lit_xai without its writer, is removed once
+    untouched for :data:`STALE_AFTER_S` seconds, since its writer cannot be checked from here. Files a live writer
+    holds, and every other file, are left alone.
+    """
+    host, now, removed = host_name(), time.time(), []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = _TEMPORARY.match(entry.name)
+        if found is None:
+            continue
+        try:
+            if found["host"] == host:
+                stale = not process_alive(int(found["pid"]))
+            # another machine's, or an older lit_xai's that names no writer: judged by age
+            else:
+                stale = now - entry.stat().st_mtime > STALE_AFTER_S
+            if stale:
+                os.remove(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:  # removed meanwhile by another process, or not ours to remove
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file next to ``path`` and, if the block finishes, rename it to ``path``.
 
     If the block raises (or the process dies), ``path`` keeps its previous content (or stays absent) and the
-    temporary file is removed (a hard kill may leave a ``.<name>.*.tmp`` file, never a truncated ``path``).
+    temporary file is removed. A hard kill may leave the temporary file ``.<name>.pid<PID>@<host>.*.tmp``, never a
+    truncated ``path``; the next write into the same folder removes it (:func:`remove_stale_temporaries`).
 
     Args:
         path: the final file; its folder is created if needed.
@@ -73,8 +121,10 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target: os.replace is only atomic within one file system.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path.parent)  # what earlier killed writers left here
+    # Same folder as the target: os.replace is only atomic within one file system. The name says who writes it.
+    owner = f"pid{os.getpid()}@{host_name()}"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner}.", suffix=".tmp")
     try:
         kwargs = {"encoding": encoding or "utf-8", "newline": ""} if mode == "w" else {}
         with os.fdopen(fd, mode, **kwargs) as handle:
@@ -109,13 +159,23 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+def describe_error(err: BaseException) -> str:
+    """``"TypeName: message"`` on one line and whole.
+
+    Never cut: torch puts the part that names the problem (the refused global, the missing record) after a long
+    preamble, so a message cut at a few hundred characters hides exactly what the user needs.
+    """
+    return f"{err.__class__.__name__}: {' '.join(str(err).split())}"
+
+
 def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with one clear error for each way a file can be wrong.
 
     Args:
         path: the checkpoint.
         map_location: where tensors go.
-        mmap: map the tensors' storage instead of reading it (cheap when only the metadata is needed).
+        mmap: map the tensors' storage instead of reading it (cheap when only the metadata is needed); ignored for
+            files in the legacy non-zip format, which cannot be mapped.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -127,6 +187,9 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
         raise FileNotFoundError(
             f"checkpoint not found: {path} (check the path, or train the previous stage first)"
         )
+    # mmap is only a shortcut, and torch refuses it for the legacy (pre-1.6, non-zip) format, which is as safe to
+    # read weights-only as the zip one: read such files normally instead of calling them corrupt.
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
@@ -139,7 +202,7 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     except Exception as err:  # noqa: BLE001 - zip, EOF and key errors all mean a damaged file
         size = path.stat().st_size
         raise ValueError(
-            f"{path} is not a readable checkpoint ({size} bytes; {err.__class__.__name__}: {str(err)[:120]}): it "
+            f"{path} is not a readable checkpoint ({size} bytes; {describe_error(err)}): it "
             f"is truncated or corrupt, e.g. from a killed copy; use another checkpoint or train the stage again"
         ) from err
 

@@ -63,8 +63,15 @@ def check_keep(keep: Tensor, num_players: int, batch_size: int | None = None, so
             )
         return keep
     if keep.dtype != torch.bool:
-        if keep.is_floating_point() and not torch.all((keep == 0) | (keep == 1)):
-            raise ValueError("keep must be boolean (or 0/1 valued); got fractional values")
+        # Any dtype: a 2 or -1 in an integer mask is as much a mistake as 0.5 in a float one (bool() would read
+        # all three as "keep").
+        bad = (keep != 0) & (keep != 1)
+        if bool(bad.any()):
+            other = keep[bad]
+            raise ValueError(
+                f"keep must be boolean (or 0/1 valued); got {other.numel()} other value(s), e.g. "
+                f"{other.flatten()[0].item()!r} (dtype {keep.dtype})"
+            )
         keep = keep.bool()
     return keep
 

@@ -31,8 +31,21 @@ __all__ = [
     "SubsetSampler",
     "UniformSizeSampler",
     "ShapleySampler",
+    "keyed_seed",
     "shapley_size_probabilities",
 ]
+
+
+def keyed_seed(*key: int) -> int:
+    """A seed that depends only on ``key`` (e.g. seed, stage, rank, step), for a generator a resumed run redraws.
+
+    Random draws keyed by the training step, not taken from a global generator whose state a checkpoint does not
+    hold, make a run resumed mid-epoch draw exactly what the uninterrupted run drew.
+    """
+    seed = 0
+    for part in key:
+        seed = (seed * 1_000_003 + int(part)) % (2**62)
+    return seed
 
 
 def shapley_size_probabilities(num_players: int) -> Tensor:

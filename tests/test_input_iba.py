@@ -276,6 +276,33 @@ def test_save_and_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded.statistics.mean, iba.statistics.mean)
 
 
+class FlakyRegionModel(RegionModel):
+    """Runs out of memory once, in the first optimisation step (as when another job briefly holds the GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 2:  # call 1 reads the clean features, call 2 is the first step's fast path
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().forward(x)
+
+
+def test_out_of_memory_is_raised_and_does_not_switch_to_the_copying_path_for_good():
+    _, stats, x = _region_setup()
+    iba = IBA(FlakyRegionModel().eval(), "features", stats, steps=2, copies=2)
+    target = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(torch.OutOfMemoryError):
+        iba.fit(x, target, range(2))
+    assert iba._expand_at_layer, (
+        "one OOM made the explainer copy inputs (10x memory) for the rest of its life"
+    )
+    iba.fit(x, target, range(2))  # the next call, with memory free again, takes the fast path
+    assert iba._expand_at_layer
+
+
 # ------------------------------------------------------------------------------------------- bad input
 def test_unknown_layer_lists_the_layer_names():
     with pytest.raises(ValueError, match=r"no layer named 'conv9'.*stem\.0.*features"):

@@ -155,6 +155,60 @@ def test_forward_reset_and_errors():
     assert math.isnan(ShapleyError().summary()["pearson"]["mean"])
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_every_metric_refuses_nan_and_inf_attributions(bad):
+    p = make_problem()
+    attributions = p["attributions"][:4].clone()
+    attributions[1, 5] = bad
+    metrics = make_metrics(p)
+    model, x, t = p["model"], p["x"][:4], p["target"][:4]
+    updates = {
+        "insertion_deletion": lambda m: m.update(model, x, attributions, t),
+        "sensitivity_n": lambda m: m.update(model, x, attributions, t),
+        "shapley_error": lambda m: m.update(attributions, p["shapley_values"][:4]),
+        "localization": lambda m: m.update(attributions, p["annotation"][:4]),
+        "eraser": lambda m: m.update(model, x, attributions, t),
+    }
+    for name, update in updates.items():
+        with pytest.raises(
+            ValueError, match=r"attributions hold \d+ NaN/inf value\(s\) of \d+; fix the explainer"
+        ):
+            update(metrics[name])
+        assert metrics[name].count.item() == 0, f"{name} counted a refused batch"
+    # The ground truth is checked too: a NaN there would make the errors NaN just the same.
+    truth = p["shapley_values"][:4].clone()
+    truth[0, 0] = bad
+    with pytest.raises(ValueError, match="shapley_values hold 1 NaN/inf value.* fix the ground truth"):
+        metrics["shapley_error"].update(p["attributions"][:4], truth)
+
+
+def test_removal_metrics_take_an_empty_batch_through_token_dropping():
+    """The last DDP shard or a filtered batch can be empty: it adds nothing, and the totals are unchanged."""
+    timm = pytest.importorskip("timm")
+    from lit_xai.masking import TokenDrop
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=8, patch_size=2, in_chans=1,
+        embed_dim=16, depth=1, num_heads=2,
+    ).eval()  # fmt: skip
+    p = make_problem()
+    masker = TokenDrop(p["grid"])
+    empty = (torch.zeros(0, 1, 8, 8), torch.zeros(0, 16), torch.zeros(0, dtype=torch.long))
+    for make in (
+        lambda: InsertionDeletion(masker, num_steps=4, seed=5),
+        lambda: SensitivityN(masker, [2, 8], num_subsets=5, seed=5),
+        lambda: Eraser(masker, fractions=(0.1, 0.5), seed=5),
+    ):
+        with_empty, without = make(), make()
+        with_empty.update(vit, *empty)
+        assert with_empty.count.item() == 0
+        for metric in (with_empty, without):
+            metric.update(vit, p["x"][:3], p["attributions"][:3], p["target"][:3])
+        for key, value in without.compute().items():
+            assert torch.isfinite(value) and torch.equal(with_empty.compute()[key], value), key
+
+
 # -------------------------------------------------------------------------------------------------------------- DDP
 
 

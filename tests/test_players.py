@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lit_xai.players import FeatureGroups, PatchGrid
+from lit_xai.players import FeatureGroups, PatchGrid, check_keep
 
 
 def test_patch_grid_round_trip_on_non_square_grid():
@@ -52,3 +52,26 @@ def test_bad_players_are_explained():
         PatchGrid(4, 2).expand_mask(torch.ones(1, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="attributions must have shape"):
         PatchGrid(4, 2).upsample(torch.ones(1, 3))
+
+
+@pytest.mark.parametrize(
+    "keep, shown",
+    [
+        (torch.tensor([[1, 0, 2, 1]]), "2"),
+        (torch.tensor([[1, -1, 0, 1]], dtype=torch.int8), "-1"),
+        (torch.tensor([[1.0, 0.5, 0.0, 1.0]]), "0.5"),
+        (torch.tensor([[1.0, float("nan"), 0.0, 1.0]]), "nan"),
+    ],
+)
+def test_keep_masks_other_than_zero_and_one_are_refused_whatever_the_dtype(keep, shown):
+    # bool() would read 2, -1, 0.5 and NaN all as "keep this player".
+    with pytest.raises(
+        ValueError, match=rf"keep must be boolean \(or 0/1 valued\); got 1 other value\(s\), e\.g\. {shown}"
+    ):
+        check_keep(keep, 4)
+
+
+def test_zero_one_keep_masks_of_any_dtype_are_read_as_booleans():
+    expected = torch.tensor([[True, False, False, True]])
+    for dtype in (torch.bool, torch.uint8, torch.int64, torch.float16, torch.float64):
+        assert torch.equal(check_keep(expected.to(dtype), 4), expected)

@@ -1,12 +1,14 @@
 """DDP on CPU (two processes, gloo): the surrogate and explainer stages train through train.py, every rank takes
-part in the NaN vote, and only rank zero writes checkpoints, configs and the W&B run. (evaluate.py's numbers under
-DDP are checked in tests/test_evaluate.py.)"""
+part in the NaN vote, only rank zero writes checkpoints, configs and the W&B run, and validation counts every sample
+of an odd-sized split once. (evaluate.py's numbers under DDP are checked in tests/test_evaluate.py.)"""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -105,3 +107,62 @@ def test_every_trainable_explainer_parameter_gets_a_gradient(tmp_path, backbone,
     explainer._shapley_loss(torch.randn(3, 1, 8, 8), torch.Generator().manual_seed(0)).backward()
     unused = [name for name, p in explainer.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused, f"trainable but never used: {unused[:5]}"
+
+
+class RecordValidation(L.Callback):
+    """Test helper: the validation samples all processes saw together, and the logged metrics (rank zero writes)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.seen = 0
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self.seen += len(batch["target"])
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        seen = trainer.strategy.reduce(torch.tensor(float(self.seen)), reduce_op="sum")
+        if trainer.is_global_zero:
+            metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+            Path(self.path).write_text(json.dumps({"samples": int(seen), **metrics}))
+
+
+def validate(cwd: Path, record: Path, *devices: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent))
+    args = [
+        "validate",
+        "--config",
+        str(ROOT / "configs/digits/classifier.yaml"),
+        *devices,
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks=[]",
+        "--trainer.callbacks+=test_reliability_ddp.RecordValidation",
+        f"--trainer.callbacks.path={record}",
+        "--model.init_args.backbone_kwargs.embed_dim=16",
+        "--model.init_args.backbone_kwargs.depth=1",
+        "--data.init_args.batch_size=64",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(record.read_text())
+
+
+@pytest.mark.slow
+def test_validation_counts_every_sample_of_an_odd_split_once_under_ddp(tmp_path):
+    """Lightning's DistributedSampler pads 269 validation digits to 270 (one counted twice); best.ckpt is chosen on
+    these numbers, so they must be those of one process."""
+    one = validate(tmp_path, tmp_path / "one.json", "--trainer.devices=1", "--trainer.accelerator=cpu")
+    two = validate(tmp_path, tmp_path / "two.json", *DDP)
+    assert one["samples"] == two["samples"] == 269
+    assert two["val/accuracy"] == one["val/accuracy"]  # a ratio of counts: exactly equal
+    assert two["val/loss"] == pytest.approx(one["val/loss"], rel=1e-6)  # sums in another order

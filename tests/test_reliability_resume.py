@@ -1,5 +1,6 @@
 """A run killed hard (SIGKILL) mid-epoch and resumed with ``--ckpt_path last`` ends exactly where an uninterrupted
-run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate and explainer."""
+run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate, explainer,
+saliency-guided, VisFIS and both dynamic-feature-selection stages (InputIBA's prior is not covered yet)."""
 
 import csv
 import os
@@ -14,6 +15,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=16, depth=1, num_heads=2)
+# The others: configs/digits/<stage>.yaml
+CONFIGS = {
+    "visfis": "decoy_digits/visfis.yaml",
+    "dfs_pretrain": "dfs/digits_patches_pretrain.yaml",
+    "dfs_policy": "dfs/digits_patches.yaml",
+}
 KILL_AT_STEP = 9  # epoch 1 (6 batches per epoch), with last.ckpt from step 8: two batches into the epoch
 
 EXTRA_CONFIG = """
@@ -49,7 +56,7 @@ def start(cwd: Path, stage: str, *extra: str, kill: bool = False) -> subprocess.
     args = [
         "fit",
         "--config",
-        str(ROOT / f"configs/digits/{stage}.yaml"),
+        str(ROOT / "configs" / CONFIGS.get(stage, f"digits/{stage}.yaml")),
         "--config",
         "extra.yaml",
         "--trainer.max_epochs=2",
@@ -59,7 +66,6 @@ def start(cwd: Path, stage: str, *extra: str, kill: bool = False) -> subprocess.
         "--trainer.deterministic=true",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
-        "--model.init_args.warmup_steps=2",
         "--data.init_args.batch_size=32",
         *extra,
     ]
@@ -89,19 +95,46 @@ def stage_args(stage: str, tmp: Path) -> list[str]:
     from lit_xai.algorithms.classifier import ClassifierModule
     from lit_xai.algorithms.vit_shapley import SurrogateModule
 
+    if stage == "saliency_guided":  # a small CNN, random fill of the masked pixels
+        return ["--model.init_args.warmup_steps=2", "--model.init_args.backbone_kwargs.channels=[4, 8]"]
+    if stage == "visfis":  # an MLP on decoy digits with annotations; random subsets of unimportant pixels
+        return ["--model.init_args.warmup_steps=2", "--model.init_args.backbone_kwargs.hidden=[8]"]
+    if stage.startswith("dfs"):  # random masks (pretraining), Gumbel noise (the policy)
+        tiny = [f"--model.init_args.{net}_kwargs.{k}={v}" for net in ("predictor", "policy") for k, v in
+                (("embed_dim", 16), ("depth", 1))]  # fmt: skip
+        if stage == "dfs_pretrain":
+            return tiny[:2]
+        from lit_xai.algorithms.dynamic_selection import MaskedPredictorModule
+
+        torch.manual_seed(0)
+        kwargs = dict(patch_size=2, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2.0)
+        predictor = MaskedPredictorModule(
+            10, image_size=8, patch_size=2, predictor="vit_tiny_patch16_224", predictor_kwargs=kwargs
+        )
+        return [
+            *tiny,
+            f"--model.init_args.predictor_checkpoint={save_module(predictor, tmp / 'predictor.ckpt')}",
+        ]
     torch.manual_seed(0)
     classifier = ClassifierModule("vit_tiny_patch16_224", 10, TINY_VIT)
     if stage == "classifier":
-        return [
-            f"--model.init_args.backbone_kwargs.{k}={v}"
-            for k, v in TINY_VIT.items()
-            if k in ("embed_dim", "depth", "num_heads")
+        sizes = [
+            f"--model.init_args.backbone_kwargs.{k}={TINY_VIT[k]}"
+            for k in ("embed_dim", "depth", "num_heads")
         ]
+        return ["--model.init_args.warmup_steps=2", *sizes]
     classifier_path = save_module(classifier, tmp / "classifier.ckpt")
     if stage == "surrogate":
-        return [f"--model.init_args.classifier_checkpoint={classifier_path}"]
+        return [
+            "--model.init_args.warmup_steps=2",
+            f"--model.init_args.classifier_checkpoint={classifier_path}",
+        ]
     surrogate_path = save_module(SurrogateModule(classifier_path), tmp / "surrogate.ckpt")
-    return [f"--model.init_args.surrogate_checkpoint={surrogate_path}", "--model.init_args.num_masks=4"]
+    return [
+        "--model.init_args.warmup_steps=2",
+        f"--model.init_args.surrogate_checkpoint={surrogate_path}",
+        "--model.init_args.num_masks=4",
+    ]
 
 
 def metrics_by_step(path: Path) -> dict[tuple[int, str], float]:
@@ -115,7 +148,10 @@ def metrics_by_step(path: Path) -> dict[tuple[int, str], float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["classifier", "surrogate", "explainer"])
+@pytest.mark.parametrize(
+    "stage",
+    ["classifier", "surrogate", "explainer", "saliency_guided", "visfis", "dfs_pretrain", "dfs_policy"],
+)
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, stage):
     extra = stage_args(stage, tmp_path)
     uninterrupted = start(tmp_path / "straight", stage, *extra)  # runs alongside the killed run

@@ -2,6 +2,8 @@
 
 - :class:`AttributionLogger`: heatmaps (or tabular bar charts) of fixed validation inputs, logged to W&B,
   TensorBoard or PNG files after every n-th validation epoch.
+- :class:`ModelCheckpoint`: Lightning's, with a ``last.ckpt`` that always holds the latest state (``train.py``
+  uses it in place of Lightning's own).
 - :class:`ExplanationQuality`: insertion/deletion AUC, error against ground-truth Shapley values, localisation
   and more as validation metrics (``val/deletion_auc``, ...), DDP-correct, so ``ModelCheckpoint`` can select
   checkpoints by explanation quality.
@@ -21,7 +23,15 @@ exact ground-truth Shapley values are a one-off cost, cached while the game is f
 """
 
 from lit_xai.callbacks.attribution_logger import AttributionLogger
+from lit_xai.callbacks.checkpoint import ModelCheckpoint
 from lit_xai.callbacks.explanation_quality import METRICS, ExplanationQuality
 from lit_xai.callbacks.finite_loss import FiniteLossGuard, NonFiniteError
 
-__all__ = ["AttributionLogger", "ExplanationQuality", "METRICS", "FiniteLossGuard", "NonFiniteError"]
+__all__ = [
+    "AttributionLogger",
+    "ExplanationQuality",
+    "METRICS",
+    "FiniteLossGuard",
+    "ModelCheckpoint",
+    "NonFiniteError",
+]

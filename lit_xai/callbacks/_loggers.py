@@ -24,6 +24,7 @@ import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.logger import DummyLogger
 
+from lit_xai.scalar_log import ScalarFileLogger
 from lit_xai.viz import tile_images
 
 __all__ = ["Panels", "log_panels", "png_path"]
@@ -64,7 +65,8 @@ def log_panels(trainer: L.Trainer, panels: Mapping[str, Panels], columns: int = 
     """
     step = trainer.global_step
     written: list[Path] = []
-    loggers = list(trainer.loggers)
+    # The scalar file (lit_xai/scalar_log.py) takes no images; it rides along with the config's logger.
+    loggers = [logger for logger in trainer.loggers if not isinstance(logger, ScalarFileLogger)]
     for logger in loggers:
         if isinstance(logger, DummyLogger):
             continue  # logging switched off (fast_dev_run)

@@ -8,7 +8,10 @@ channel axis) when the dataset has one. This module holds the one copy of the co
 * :func:`stratified_split` -- a seeded, per-class train/val/test split of indices;
 * :class:`SplitDataModule` -- the Lightning boilerplate: idempotent ``setup``, seeded shuffling of the
   training loader, ``persistent_workers`` when workers are used. Under DDP Lightning swaps in a
-  ``DistributedSampler`` itself, so the loaders here stay plain.
+  ``DistributedSampler`` for training itself. Validation and test loaders get an unpadded one here: Lightning's
+  pads every process's share to the same length with duplicates, so an odd split counted one sample twice and
+  ``best.ckpt`` was chosen on other numbers than in one process (each process may now run one batch fewer, which
+  evaluation allows: nothing is synchronised per batch).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_xai.data.resumable import EpochShuffleSampler, ResumableDataLoader
 
@@ -175,15 +179,39 @@ class SplitDataModule(L.LightningDataModule):
         if self.train_dataset is None:
             self.train_dataset, self.val_dataset, self.test_dataset = self.build_datasets()
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+    def _eval_sampler(self, dataset: Dataset, split: str) -> Sampler | None:
+        """Under DDP: this process's share of an evaluation split, every sample in exactly one share."""
+        trainer = getattr(self, "trainer", None)
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if (
+            trainer is None
+            or trainer.world_size < 2
+            or not getattr(connector, "use_distributed_sampler", True)
+        ):
+            return None  # one process, or the user shards the data themselves
+        if len(dataset) < trainer.world_size:
+            raise ValueError(
+                f"the {split} split of {type(self).__name__} has {len(dataset)} samples, fewer than the "
+                f"{trainer.world_size} processes: each process needs at least one; use fewer devices or more data"
+            )
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool, split: str | None = None) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader.")
         # Training: an order keyed by (seed, epoch) and a loader whose position is checkpointed, so a run
         # resumed mid-epoch sees exactly the batches the uninterrupted run would (lit_xai/data/resumable.py).
+        # Validation / test under DDP: an unpadded share, which Lightning leaves as it is (a DistributedSampler).
+        if shuffle:
+            sampler = EpochShuffleSampler(dataset, self.seed)
+        else:
+            sampler = self._eval_sampler(dataset, split) if split is not None else None
         return (ResumableDataLoader if shuffle else DataLoader)(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(dataset, self.seed) if shuffle else None,
+            sampler=sampler,
             # A fresh seeded generator makes the worker seeds reproducible.
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=self.num_workers,
@@ -195,10 +223,10 @@ class SplitDataModule(L.LightningDataModule):
         return self._loader(self.train_dataset, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, shuffle=False)
+        return self._loader(self.val_dataset, shuffle=False, split="val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, shuffle=False)
+        return self._loader(self.test_dataset, shuffle=False, split="test")
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, shuffle=False)

@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from lit_xai.io import safe_torch_load
+from lit_xai.io import describe_error, safe_torch_load
 from lit_xai.models.small import MLP, SmallCNN
 
 __all__ = [
@@ -38,7 +38,7 @@ def read_checkpoint(path: str | Path) -> dict:
     except ValueError as err:
         cause = err.__cause__ or err  # the torch.load failure: unpickling refused, truncated file, ...
         raise ValueError(
-            f"could not load {path} safely (weights only): {cause.__class__.__name__}: {str(cause)[:300]}. "
+            f"could not load {path} safely (weights only): {describe_error(cause).rstrip('.')}. "
             f"lit_xai never unpickles arbitrary objects; re-save the weights as a state dict or safetensors"
         ) from cause
 
@@ -158,7 +158,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], mismatch: str
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise ValueError(f"{mismatch}: {lines[-1][:300]}; was it saved from another model or stage?") from err
+        raise ValueError(f"{mismatch}: {lines[-1]}; was it saved from another model or stage?") from err
     if missing or unexpected or not state:
         raise ValueError(
             f"{mismatch}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}; "

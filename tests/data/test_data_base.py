@@ -1,11 +1,14 @@
 """Tests for the shared split and loader code of lit_xai.data."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from lit_xai.data import SplitDataModule, TensorDictDataset, stratified_split
 from lit_xai.data.base import check_fractions
+from lit_xai.data.resumable import EpochShuffleSampler
 
 
 def _labels(n=200, classes=4, seed=0):
@@ -95,3 +98,35 @@ def test_loader_options_and_errors():
         _Range(batch_size=0)
     with pytest.raises(ValueError, match="num_workers"):
         _Range(num_workers=-1)
+
+
+def _as_rank(dm: SplitDataModule, rank: int, world_size: int) -> SplitDataModule:
+    """Attach a stand-in for the trainer of process ``rank`` of a ``world_size``-process DDP run."""
+    dm.trainer = SimpleNamespace(
+        world_size=world_size,
+        global_rank=rank,
+        _accelerator_connector=SimpleNamespace(use_distributed_sampler=True),
+    )
+    return dm
+
+
+def test_eval_loaders_split_samples_across_processes_without_duplicates():
+    # 10 validation samples on 3 processes: 4 + 3 + 3, every sample once (a DistributedSampler pads to 12).
+    shares = []
+    for rank in range(3):
+        dm = _as_rank(_Range(batch_size=2), rank, 3)
+        dm.setup()
+        shares.append(torch.cat([b["input"][:, 0] for b in dm.val_dataloader()]))
+    assert [len(share) for share in shares] == [4, 3, 3]
+    assert torch.equal(torch.cat(shares).sort().values, torch.arange(80.0, 90.0))
+    # Training is left to Lightning, which shards it with equal batch counts (DDP needs them for the gradients).
+    assert isinstance(dm.train_dataloader().sampler, EpochShuffleSampler)
+
+
+def test_an_eval_split_smaller_than_the_number_of_processes_is_one_clear_error():
+    dm = _as_rank(_Range(), 0, 11)
+    dm.setup()
+    with pytest.raises(
+        ValueError, match="the val split of _Range has 10 samples, fewer than the 11 processes"
+    ):
+        dm.val_dataloader()

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_xai.algorithms.exact_mean import log_exact_mean
+from lit_xai.algorithms.step_random import step_seed
 from lit_xai.masking import Masker
 from lit_xai.models import build_model
 
@@ -140,9 +142,14 @@ class ClassifierModule(L.LightningModule):
         the plain classifier's loss and accuracy, so runs of every algorithm compare metric for metric.
         """
         accuracy(logits, target)
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", sync_dist=stage != "train")
-        for name, value in (parts or {}).items():
-            self.log(f"{stage}/{name}", value)
+        if stage == "train":  # this process's batch: nothing to average across processes
+            self.log(f"{stage}/loss", loss, prog_bar=True)
+            for name, value in (parts or {}).items():
+                self.log(f"{stage}/{name}", value)
+        else:  # the mean over every sample of the split, on one process or several
+            log_exact_mean(self, f"{stage}/loss", loss, len(target), prog_bar=stage != "test")
+            for name, value in (parts or {}).items():
+                log_exact_mean(self, f"{stage}/{name}", value, len(target))
         self.log(f"{stage}/accuracy", accuracy, prog_bar=True)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -194,7 +201,16 @@ class MaskedClassifierModule(ClassifierModule):
         if self._masker is None or self._masker_shape != shape:
             self._masker = self.build_masker(x)
             self._masker_shape = shape
+            # Random fills ("random", "noise") draw from their own CPU generator (the same numbers on any device),
+            # re-seeded every training step (on_train_batch_start).
+            if hasattr(self._masker, "generator") and self._masker.generator is None:
+                self._masker.generator = torch.Generator()
         return self._masker
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        generator = getattr(self._masker, "generator", None)
+        if isinstance(generator, torch.Generator):  # the masker's random fill, keyed by the step (resumable)
+            generator.manual_seed(step_seed(self, 0))
 
     def setup(self, stage: str) -> None:
         if stage == "fit":

@@ -28,6 +28,8 @@ from lit_xai.algorithms.dynamic_selection.torch_model import (
     build_players,
     check_costs,
 )
+from lit_xai.algorithms.exact_mean import log_exact_mean
+from lit_xai.algorithms.step_random import batch_generator, step_generator
 from lit_xai.masking import AppendMask
 from lit_xai.models import load_state_dict
 from lit_xai.sampling import UniformSizeSampler
@@ -98,7 +100,9 @@ class MaskedPredictorModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, y = batch["input"], batch["target"]
-        keep = self.sampler.sample(x.shape[0], device=x.device)
+        keep = self.sampler.sample(
+            x.shape[0], generator=step_generator(self, 0), device=x.device
+        )  # resumable
         loss = F.cross_entropy(self(x, keep), y)
         self.log("train/loss", loss, prog_bar=True)
         return loss
@@ -108,7 +112,7 @@ class MaskedPredictorModule(L.LightningModule):
         generator = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)
         keep = self.sampler.sample(x.shape[0], generator=generator).to(x.device)
         logits = self(x, keep)
-        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+        log_exact_mean(self, "val/loss", F.cross_entropy(logits, y), x.shape[0], prog_bar=True)
         self.val_accuracy(logits, y)
         self.val_full_accuracy(self(x, torch.ones_like(keep)), y)
         self.log("val/accuracy", self.val_accuracy)
@@ -204,6 +208,7 @@ class DynamicSelectionModule(L.LightningModule):
         self._stage_best: tuple[float, dict[str, Tensor]] | None = None
         self._best: tuple[float, dict[str, Tensor]] | None = None
         self._plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._saved_plateau: dict[str, Any] | None = None  # from a checkpoint, until the schedule is rebuilt
 
     def _load_predictor(self, path: str) -> None:
         missing, unexpected = self.selector.predictor.load_state_dict(
@@ -238,14 +243,25 @@ class DynamicSelectionModule(L.LightningModule):
             for group in optimizer.param_groups:
                 group["lr"] = self.hparams.lr
             self._stage_best = None
-        if new_stage or self._plateau is None:  # (the schedule is not checkpointed: a resumed run starts one)
-            self._plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer,
-                factor=self.hparams.plateau_factor,
-                patience=self.hparams.plateau_patience,
-                min_lr=self.hparams.min_lr,
-            )
-        self.log("temperature", self.temperature)
+        if new_stage or self._plateau is None:
+            self._start_plateau(restore=not new_stage)
+
+    def _start_plateau(self, restore: bool) -> None:
+        """A fresh plateau schedule, or (``restore``) the one a checkpoint saved, so a resumed run keeps its count."""
+        self._plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizers().optimizer,
+            factor=self.hparams.plateau_factor,
+            patience=self.hparams.plateau_patience,
+            min_lr=self.hparams.min_lr,
+        )
+        if restore and self._saved_plateau is not None:
+            self._plateau.load_state_dict(self._saved_plateau)
+        self._saved_plateau = None
+
+    def on_train_start(self) -> None:
+        # Resumed mid-epoch, Lightning skips on_train_epoch_start: rebuild the saved schedule here.
+        if self._saved_plateau is not None and self._plateau is None:
+            self._start_plateau(restore=True)
 
     def on_train_end(self) -> None:
         if self._best is not None:
@@ -253,11 +269,18 @@ class DynamicSelectionModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Tensors and floats only, so the checkpoint still loads with weights_only=True.
-        checkpoint["dynamic_selection"] = {"stage_best": self._stage_best, "best": self._best}
+        checkpoint["dynamic_selection"] = {
+            "stage_best": self._stage_best,
+            "best": self._best,
+            "plateau": self._plateau.state_dict()
+            if self._plateau is not None
+            else None,  # numbers and strings
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("dynamic_selection", {})
         self._stage_best, self._best = saved.get("stage_best"), saved.get("best")
+        self._saved_plateau = saved.get("plateau")
 
     # -- steps -------------------------------------------------------------------------------------------------
 
@@ -278,13 +301,14 @@ class DynamicSelectionModule(L.LightningModule):
         """Select up to ``budget`` features (default ``max_features``); see :meth:`DynamicSelector.select`."""
         return self.selector.select(x, budget=self.hparams.max_features if budget is None else budget)
 
-    def _relaxed(self, batch: dict[str, Tensor]) -> Tensor:
+    def _relaxed(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         return self.selector.relaxed_loss(
             batch["input"],
             batch["target"],
             self.hparams.max_features,
             self.temperature,
             self.hparams.logit_scale,
+            generator=generator,
         )
 
     def _hard(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -293,13 +317,15 @@ class DynamicSelectionModule(L.LightningModule):
         return self.selector.hard_loss(selection, batch["target"]), selection.final_logits
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self._relaxed(batch)
+        loss = self._relaxed(batch, step_generator(self, 0))  # Gumbel noise keyed by the step: resumable
         self.log("train/loss", loss, prog_bar=True)
+        # Once per epoch (its mean), logged from the steps so a run resumed mid-epoch logs it too.
+        self.log("temperature", self.temperature, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         size = batch["target"].shape[0]
-        self.val_loss.update(self._relaxed(batch), weight=size)
+        self.val_loss.update(self._relaxed(batch, batch_generator(self, 0, batch_idx)), weight=size)
         hard_loss, logits = self._hard(batch)
         self.val_hard_loss.update(hard_loss)
         self.val_accuracy.update(logits, batch["target"])

@@ -106,7 +106,11 @@ def concrete_sample(logits: Tensor, temperature: float, generator: torch.Generat
     """
     if temperature <= 0:
         raise ValueError(f"the Concrete temperature must be positive, got {temperature}")
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    # Drawn where the generator lives (a CPU generator gives the same noise on any device), then moved.
+    device = generator.device if generator is not None else logits.device
+    uniform = torch.rand(logits.shape, generator=generator, device=device, dtype=logits.dtype).to(
+        logits.device
+    )
     tiny = torch.finfo(logits.dtype).tiny
     exponential = -torch.log(uniform.clamp_min(tiny))  # > 0; clamped so neither log sees zero
     gumbel = -torch.log(exponential.clamp_min(tiny))

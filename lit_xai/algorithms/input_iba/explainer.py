@@ -171,6 +171,8 @@ class IBA:
                         logits = self.model(x)
                         if logits.shape[0] == b * k:
                             return logits, holder["kl"]
+                    except torch.OutOfMemoryError:
+                        raise  # transient, and the slow path needs `copies` times more memory: not a reason to switch
                     except RuntimeError:
                         pass
                     self._expand_at_layer = False  # e.g. a skip connection around the layer: copy the inputs

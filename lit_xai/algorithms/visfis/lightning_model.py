@@ -28,6 +28,7 @@ from lit_xai.algorithms.saliency_guided.torch_model import (
     output_gradient,
     players_for_input,
 )
+from lit_xai.algorithms.step_random import step_generator
 from lit_xai.algorithms.visfis.loss import (
     attribution_invariance_loss,
     output_invariance_loss,
@@ -158,7 +159,7 @@ class VisFISModule(MaskedClassifierModule):
         if "uncertainty" in w:
             terms["uncertainty"] = uncertainty_loss(self.model, masker, x, important)
         if "output_invariance" in w:
-            keep = invariance_keep(important)
+            keep = invariance_keep(important, generator=step_generator(self, 1))  # resumable, see step_random
             terms["output_invariance"] = output_invariance_loss(
                 self.model, masker, x, logits, important, keep
             )

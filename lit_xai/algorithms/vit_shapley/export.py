@@ -126,7 +126,7 @@ def load_explainer(path: str | Path, map_location: str | torch.device = "cpu") -
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        detail = " ".join(str(err).split())[:300]
+        detail = " ".join(str(err).split())  # whole: the mismatching key may come late
         raise ValueError(
             f"{weights_path} does not match the network described by {config_path}: {detail}; "
             f"were the two files exported together?"

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lit_xai.algorithms.classifier.lightning_model import cosine_with_warmup
+from lit_xai.algorithms.exact_mean import log_exact_mean
 from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker, is_vit
 from lit_xai.algorithms.vit_shapley.torch_model import (
     AmortizedShapley,
@@ -32,7 +33,7 @@ from lit_xai.algorithms.vit_shapley.torch_model import (
 )
 from lit_xai.models import backbone_from_checkpoint, backbone_from_weights, build_model, read_checkpoint
 from lit_xai.players import FeatureGroups, PatchGrid
-from lit_xai.sampling import ShapleySampler, UniformSizeSampler
+from lit_xai.sampling import ShapleySampler, UniformSizeSampler, keyed_seed
 
 __all__ = ["SurrogateModule", "ExplainerModule"]
 
@@ -56,10 +57,7 @@ class _MaskedStage(L.LightningModule):
             key = (self.hparams.seed, 0, self.global_rank, self.global_step)
         else:  # the same validation masks every epoch, so validation losses are comparable
             key = (self.hparams.seed + _VALIDATION_SEED, 1, self.global_rank, batch_idx)
-        seed = 0
-        for part in key:
-            seed = (seed * 1_000_003 + int(part)) % (2**62)
-        return torch.Generator().manual_seed(seed)
+        return torch.Generator().manual_seed(keyed_seed(*key))
 
 
 class SurrogateModule(_MaskedStage):
@@ -176,12 +174,13 @@ class SurrogateModule(_MaskedStage):
             "val/agreement_all": (full.argmax(-1) == teacher_pred).float().mean(),
             "val/agreement_masked": (logits.argmax(-1) == teacher_probs.argmax(-1)).float().mean(),
         }
-        self.log_dict(metrics, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+        for name, value in metrics.items():  # means over every sample, on one process or several
+            log_exact_mean(self, name, value, x.shape[0], prog_bar=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x, y = batch["input"], batch["target"]
         acc = (self(x).argmax(-1) == y).float().mean()
-        self.log("test/accuracy_all", acc, sync_dist=True, batch_size=x.shape[0])
+        log_exact_mean(self, "test/accuracy_all", acc, x.shape[0])
 
 
 def _build_explainer_net(surrogate: torch.nn.Module, players, num_classes: int, head: str, head_kwargs: dict):
@@ -301,7 +300,7 @@ class ExplainerModule(_MaskedStage):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss = self._shapley_loss(batch["input"], self.mask_generator("val", batch_idx))
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input"].shape[0])
+        log_exact_mean(self, "val/loss", loss, batch["input"].shape[0], prog_bar=True)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.net(batch["input"])

@@ -19,6 +19,7 @@ from lit_xai.masking import Masker
 
 __all__ = [
     "check_attributions",
+    "check_finite",
     "check_target",
     "flatten_maps",
     "rank_players",
@@ -46,9 +47,21 @@ def check_attributions(attributions: Tensor, num_players: int, batch_size: int |
         )
     if not attributions.is_floating_point():
         attributions = attributions.float()
-    if bool(torch.isnan(attributions).any()):
-        raise ValueError("attributions contain NaN values; fix the explainer before measuring it")
+    check_finite(attributions, "attributions")
     return attributions.detach()
+
+
+def check_finite(values: Tensor, name: str = "attributions", source: str = "the explainer") -> None:
+    """Refuse NaN and infinite values: a metric would turn them into NaN scores or a meaningless ranking.
+
+    (An inf attribution makes every correlation NaN and an argsort that ignores the other values; a NaN one sorts
+    as the largest. Either way the score looks like a number but measures nothing.)
+    """
+    bad = int((~torch.isfinite(values)).sum()) if values.is_floating_point() else 0
+    if bad:
+        raise ValueError(
+            f"{name} hold {bad} NaN/inf value(s) of {values.numel()}; fix {source} before measuring it"
+        )
 
 
 def check_target(target: Tensor | int, batch_size: int, device: torch.device) -> Tensor:
@@ -128,18 +141,18 @@ def coalition_values(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     link_fn = get_link(link)
+    if keep.shape[0] == 0:  # an empty batch (e.g. the last shard under DDP): no rows, not an error
+        return torch.zeros(0, device=x.device)
     values = []
     with torch.no_grad(), preserved_model_state(model):
         for rows in torch.arange(keep.shape[0], device=keep.device).split(batch_size):
             images = image_index[rows]
             out = link_fn(masker(model, x[images], keep[rows]))
-            if not values and int(target.max()) >= out.shape[1]:
+            if not values and int(target[images].max()) >= out.shape[1]:
                 raise ValueError(
                     f"target has class indices up to {int(target.max())} but the model gives {out.shape[1]} outputs"
                 )
             values.append(out.gather(1, target[images].unsqueeze(1)).squeeze(1).float())
-    if not values:
-        return torch.zeros(0, device=x.device)
     return torch.cat(values)
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_xai.metrics.functional._utils import flatten_maps
+from lit_xai.metrics.functional._utils import check_finite, flatten_maps
 from lit_xai.players import Players
 
 __all__ = [
@@ -78,8 +78,7 @@ def prepare_localization(
             f"players=<PatchGrid/FeatureGroups> to spread per-player attributions over pixels, or pool the annotation "
             f"to players with players.pool(annotation, reduce='mean')"
         )
-    if bool(torch.isnan(maps).any()):
-        raise ValueError("attributions contain NaN values; fix the explainer before measuring it")
+    check_finite(maps, "attributions")
     return maps, region
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from lit_xai.metrics.functional._utils import pearson, spearman
+from lit_xai.metrics.functional._utils import check_finite, pearson, spearman
 
 __all__ = ["shapley_error", "resolve_top_k"]
 
@@ -60,6 +60,8 @@ def shapley_error(
         )
     estimate = attributions.detach().float()
     truth = shapley_values.detach().to(device=estimate.device, dtype=estimate.dtype)
+    check_finite(estimate, "attributions")
+    check_finite(truth, "shapley_values", source="the ground truth")
     k = resolve_top_k(top_k, truth.shape[1])
 
     predicted_top = torch.zeros_like(estimate, dtype=torch.bool)
