@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Players", "PatchGrid", "FeatureGroups", "check_keep"]
+__all__ = ["Players", "PatchGrid", "FeatureGroups", "check_keep", "as_player_values"]
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -244,3 +244,27 @@ class FeatureGroups:
         elif reduce != "sum":
             raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
         return pooled
+
+
+def as_player_values(values: Tensor, x: Tensor, players: Players, who: str = "the method") -> Tensor:
+    """Per-player values ``(B, d)`` from what an explanation function returned: taken as they are when already
+    one value per player, else a map in the input's layout summed onto the players (``players.pool``).
+
+    Explanation functions written for other libraries return pixel maps; pooling them here lets them be scored
+    like the built-in methods (``evaluate.py``'s ``own_methods`` and :func:`lit_xai.explain` both do).
+
+    Raises:
+        ValueError: not a tensor, or a shape that is neither, with the shapes that would fit.
+    """
+    if not isinstance(values, Tensor):
+        raise ValueError(f"{who} returned {type(values).__name__}, not a tensor")
+    values = values.detach().to(x.device)
+    if values.shape == (x.shape[0], players.num_players):
+        return values
+    try:
+        return players.pool(values)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{who} returned shape {tuple(values.shape)} for inputs {tuple(x.shape)}: return "
+            f"({x.shape[0]}, {players.num_players}) per-player values or a map in the input's layout ({err})"
+        ) from err
