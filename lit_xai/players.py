@@ -95,6 +95,13 @@ class PatchGrid:
 
     Players are numbered row-major, as ViT patch tokens are: player ``i`` covers rows
     ``(i // gw) * ph ...`` and columns ``(i % gw) * pw ...``.
+
+    Example:
+        >>> grid = PatchGrid(8, 4)  # 2 x 2 patches of 4 x 4 pixels
+        >>> grid.num_players, grid.upsample(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))[0, ::4, ::4].tolist()
+        (4, [[1.0, 2.0], [3.0, 4.0]])
+        >>> grid.pool(torch.ones(1, 3, 8, 8)).tolist()  # channels and pixels summed per patch
+        [[48.0, 48.0, 48.0, 48.0]]
     """
 
     def __init__(self, image_size: int | Sequence[int], patch_size: int | Sequence[int]) -> None:
