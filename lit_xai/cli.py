@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from lit_xai.callbacks.class_names import ClassNamesInCheckpoint
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.callbacks.wandb_resume import ContinueWandbRun, continue_wandb_run
 from lit_xai.data.resumable import RestoreLoaderPosition
@@ -65,9 +66,12 @@ class LitXaiCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         # Every run stops at the first NaN/inf loss or bad batch (lit_xai/callbacks/finite_loss.py), resumes
         # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py), and in the same W&B run
-        # (lit_xai/callbacks/wandb_resume.py).
+        # (lit_xai/callbacks/wandb_resume.py); checkpoints name the classes (lit_xai/callbacks/class_names.py).
         defaults = dict(kwargs.get("trainer_defaults") or {})
-        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition(), ContinueWandbRun()])
+        defaults.setdefault(
+            "callbacks",
+            [FiniteLossGuard(), RestoreLoaderPosition(), ContinueWandbRun(), ClassNamesInCheckpoint()],
+        )
         kwargs["trainer_defaults"] = defaults
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 

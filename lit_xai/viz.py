@@ -31,6 +31,7 @@ __all__ = [
     "SEQUENTIAL",
     "colour_scale",
     "image_for_display",
+    "prediction_caption",
     "explanation_grid",
     "feature_bars",
     "curves",
@@ -61,6 +62,24 @@ def figure_to_array(fig: plt.Figure) -> np.ndarray:
     """The rendered figure as an ``(H, W, 3)`` uint8 array (for TensorBoard and W&B)."""
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def prediction_caption(
+    predicted: int, probability: float, label: int | None = None, names: Sequence[str] | None = None
+) -> str:
+    """``"pred cat (0.98) / true dog"``: the predicted class and its probability, and the label where known,
+    by name when ``names`` are given (indices otherwise).
+
+    Example:
+        >>> prediction_caption(1, 0.984, 0, names=["cat", "dog"]), prediction_caption(3, 0.5)
+        ('pred dog (0.98) / true cat', 'pred 3 (0.50)')
+    """
+
+    def name(index: int) -> str:
+        return str(names[index]) if names is not None and 0 <= index < len(names) else str(index)
+
+    caption = f"pred {name(int(predicted))} ({float(probability):.2f})"
+    return caption if label is None else f"{caption} / true {name(int(label))}"
 
 
 def image_for_display(image: Tensor) -> np.ndarray:

@@ -195,6 +195,10 @@ def test_costs_and_ground_truth_follow_from_the_methods(evaluation):
     assert methods["random"]["scores"]["shapley_pearson"]["mean"] < 0.6
 
 
+def test_results_name_the_classes_of_the_data(evaluation):
+    assert evaluation["results"]["classes"] == list("0123456789")
+
+
 def test_best_method_is_marked_per_column(evaluation):
     results = evaluation["results"]
     flat = unresponsive_note(results["methods"])  # the tiny test model may barely react to removal

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from lit_xai.data.base import class_names
 from lit_xai.evaluation.config import base_method
 from lit_xai.io import atomic_write_text
 
@@ -110,6 +111,7 @@ def collect_results(module) -> dict[str, Any]:
         "target": module.target,
         "ground_truth": module.ground_truth,
         "num_players": module.scorer.masker.num_players,
+        "classes": class_names(module.data),
         "masker": repr(module.scorer.masker),
         "link": module.scorer.link,
         "confidence": module.confidence,
