@@ -187,7 +187,9 @@ def score(
         x: the explained inputs.
         explanation: what :func:`explain` returned (its players, masker and classes are used), or ``(B, d)`` values.
         metric: ``insertion_deletion``, ``sensitivity_n``, ``eraser``, ``localization`` (needs ``annotation``) or
-            ``shapley_error`` (against ground-truth Shapley values of the game, computed here); or several.
+            ``shapley_error`` (against ground-truth Shapley values of the game, computed here by the one "auto" rule
+            of :func:`~lit_xai.ground_truth.shapley_ground_truth`: exact up to 16 players, i.e. 65,536 passes per
+            input, so choose few players for it); or several.
         target: the explained classes, for plain values (default: the predicted class).
         players: the players of plain values (default as in :func:`explain`).
         masker: the removal (default: the explanation's, else as in :func:`explain`).

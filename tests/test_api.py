@@ -132,3 +132,14 @@ def test_score_against_ground_truth_is_perfect_for_the_exact_values():
     e = lit_xai.explain(model, x, method="kernel_shap", patch_size=4, max_evaluations=2048)
     truth = lit_xai.score(model, x, e, metric="shapley_error")
     assert truth["pearson"]["mean"] > 0.99
+
+
+def test_the_readme_notebook_section_runs_as_written(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## In a notebook\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "explanations.png").stat().st_size > 0
