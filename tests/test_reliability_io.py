@@ -192,7 +192,7 @@ def test_export_command_reads_a_checkpoint_weights_only(explainer, tmp_path, cra
 
     checkpoint = save_module(explainer, tmp_path / "explainer.ckpt")
     state = torch.load(checkpoint, weights_only=True)
-    state["hyper_parameters"]["class_names"] = ["cat", "dog", "fox"]  # as ClassNamesInCheckpoint stores them
+    state["lit_xai_class_names"] = ["cat", "dog", "fox"]  # as ClassNamesInCheckpoint stores them
     torch.save(state, checkpoint)
     weights, config = export_main([checkpoint, str(tmp_path / "exported" / "digits")])
     assert weights.is_file() and config.is_file()
