@@ -160,10 +160,8 @@ def explain(
     else:
         from lit_xai.attribution import build_attribution
 
-        values, name = (
-            build_attribution(method, network, players, masker=masker, **options).attribute(x, target),
-            method,
-        )
+        explainer = build_attribution(method, network, players, masker=masker, **options)
+        values, name = explainer.attribute(x, target), method
     return Explanation(values.detach().float(), target, players, masker, name)
 
 
