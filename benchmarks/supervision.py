@@ -264,6 +264,7 @@ def figures(decoy: dict | None, decoy_runs: dict | None, saliency: dict | None) 
             title=f"{dataset}: accuracy as salient pixels are removed (steeper = more faithful saliency)",
             path=path,
             bands=bands,
+            value_range=(0.0, 1.0),  # accuracies: a ± std band stops at 0 and 1
         )
         written.append(str(path))
         plt.close(fig)

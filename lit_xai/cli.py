@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import DummyLogger
 
 from lit_xai.callbacks.checkpoint import keep_last_current
+from lit_xai.callbacks.class_names import ClassNamesInCheckpoint
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.callbacks.wandb_run import RememberWandbRun, wandb_run_id
 from lit_xai.data.resumable import RestoreLoaderPosition
@@ -71,9 +72,12 @@ class LitXaiCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         # Every run stops at the first NaN/inf loss or bad batch (lit_xai/callbacks/finite_loss.py), resumes
         # mid-epoch at the batch where it stopped (lit_xai/data/resumable.py) and in the W&B run it was logging to
-        # (lit_xai/callbacks/wandb_run.py).
+        # (lit_xai/callbacks/wandb_run.py); checkpoints name the classes (lit_xai/callbacks/class_names.py).
         defaults = dict(kwargs.get("trainer_defaults") or {})
-        defaults.setdefault("callbacks", [FiniteLossGuard(), RestoreLoaderPosition(), RememberWandbRun()])
+        defaults.setdefault(
+            "callbacks",
+            [FiniteLossGuard(), RestoreLoaderPosition(), RememberWandbRun(), ClassNamesInCheckpoint()],
+        )
         kwargs["trainer_defaults"] = defaults
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 

@@ -60,8 +60,9 @@ def evaluate(root: Path, out: Path, num_images: int) -> dict:
     from lit_xai.algorithms.vit_shapley import ExplainerModule
     from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap, ground_truth_shapley
     from lit_xai.data import DigitsDataModule
+    from lit_xai.data.base import class_names
     from lit_xai.models import backbone_from_checkpoint
-    from lit_xai.viz import explanation_grid
+    from lit_xai.viz import explanation_grid, prediction_caption
 
     data = DigitsDataModule(seed=0)
     data.setup("test")
@@ -87,7 +88,10 @@ def evaluate(root: Path, out: Path, num_images: int) -> dict:
 
     players = net.players
     shown = min(6, num_images)
-    captions = [f"pred {int(target[i])} ({probs[i, target[i]]:.2f}) / true {int(y[i])}" for i in range(shown)]
+    names = class_names(data)
+    captions = [
+        prediction_caption(int(target[i]), float(probs[i, target[i]]), int(y[i]), names) for i in range(shown)
+    ]
     figure = out / "explanations.png"
     explanation_grid(
         x[:shown],

@@ -391,7 +391,15 @@ MASKERS: dict[str, type[Masker]] = {
 
 
 def build_masker(name: str, players: Players, **kwargs) -> Masker:
-    """Build a masker by name (``token_drop``, ``attention_mask``, ``baseline``, ``append_mask``)."""
+    """Build a masker by name (``token_drop``, ``attention_mask``, ``baseline``, ``append_mask``).
+
+    Example:
+        >>> from torch import nn
+        >>> from lit_xai.players import FeatureGroups
+        >>> masker = build_masker("baseline", FeatureGroups(3), fill=0.5)
+        >>> masker(nn.Identity(), torch.ones(1, 3), torch.tensor([[True, False, True]])).tolist()
+        [[1.0, 0.5, 1.0]]
+    """
     if name not in MASKERS:
         raise ValueError(f"unknown masker {name!r}; choose one of {', '.join(MASKERS)}")
     return MASKERS[name](players, **kwargs)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Players", "PatchGrid", "FeatureGroups", "ChannelGroups", "check_keep"]
+__all__ = ["Players", "PatchGrid", "FeatureGroups", "ChannelGroups", "check_keep", "as_player_values"]
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -105,6 +105,13 @@ class PatchGrid:
 
     Players are numbered row-major, as ViT patch tokens are: player ``i`` covers rows
     ``(i // gw) * ph ...`` and columns ``(i % gw) * pw ...``.
+
+    Example:
+        >>> grid = PatchGrid(8, 4)  # 2 x 2 patches of 4 x 4 pixels
+        >>> grid.num_players, grid.upsample(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))[0, ::4, ::4].tolist()
+        (4, [[1.0, 2.0], [3.0, 4.0]])
+        >>> grid.pool(torch.ones(1, 3, 8, 8)).tolist()  # channels and pixels summed per patch
+        [[48.0, 48.0, 48.0, 48.0]]
     """
 
     def __init__(self, image_size: int | Sequence[int], patch_size: int | Sequence[int]) -> None:
@@ -318,3 +325,27 @@ class ChannelGroups(FeatureGroups):
                 f"channel values must have shape (B, {self.num_channels}), got {tuple(values.shape)}"
             )
         return super().pool(values, reduce)
+
+
+def as_player_values(values: Tensor, x: Tensor, players: Players, who: str = "the method") -> Tensor:
+    """Per-player values ``(B, d)`` from what an explanation function returned: taken as they are when already
+    one value per player, else a map in the input's layout summed onto the players (``players.pool``).
+
+    Explanation functions written for other libraries return pixel maps; pooling them here lets them be scored
+    like the built-in methods (``evaluate.py``'s ``own_methods`` and :func:`lit_xai.explain` both do).
+
+    Raises:
+        ValueError: not a tensor, or a shape that is neither, with the shapes that would fit.
+    """
+    if not isinstance(values, Tensor):
+        raise ValueError(f"{who} returned {type(values).__name__}, not a tensor")
+    values = values.detach().to(x.device)
+    if values.shape == (x.shape[0], players.num_players):
+        return values
+    try:
+        return players.pool(values)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{who} returned shape {tuple(values.shape)} for inputs {tuple(x.shape)}: return "
+            f"({x.shape[0]}, {players.num_players}) per-player values or a map in the input's layout ({err})"
+        ) from err

@@ -34,7 +34,7 @@ from lit_xai.evaluation import (
     markdown_report,
     prepare,
 )
-from lit_xai.evaluation.report import comparison_notes
+from lit_xai.evaluation.report import REMOVAL_SCORES, comparison_notes, ranked, unresponsive_note
 from lit_xai.masking import TokenDrop
 from lit_xai.players import PatchGrid
 
@@ -195,10 +195,19 @@ def test_costs_and_ground_truth_follow_from_the_methods(evaluation):
     assert methods["random"]["scores"]["shapley_pearson"]["mean"] < 0.6
 
 
+def test_results_name_the_classes_of_the_data(evaluation):
+    assert evaluation["results"]["classes"] == list("0123456789")
+
+
 def test_best_method_is_marked_per_column(evaluation):
     results = evaluation["results"]
+    flat = unresponsive_note(results["methods"])  # the tiny test model may barely react to removal
+    assert (flat in results["notes"]) if flat else not any("barely reacts" in n for n in results["notes"])
     for column in results["columns"]:
         score, higher = column["score"], column["higher_is_better"]
+        if flat and score in REMOVAL_SCORES:
+            assert score not in results["best"]
+            continue
         means = {n: m["scores"][score]["mean"] for n, m in results["methods"].items() if score in m["scores"]}
         target = max(means.values()) if higher else min(means.values())
         assert [n for n, v in means.items() if v == target] == results["best"][score], score
@@ -439,6 +448,44 @@ def test_report_marks_lower_and_higher_is_better_and_explains_losses():
     table = format_table(results).splitlines()
     assert "0.900 ± 0.010*" in table[2] and "0.100 ± 0.010*" in table[3]
     assert "| **0.900 ± 0.010** |" in markdown_report(results)
+
+
+def test_a_model_that_barely_reacts_to_removal_gets_a_warning_instead_of_winners():
+    def method(kind, insertion, deletion, pointing):
+        scores = {"insertion_auc": summary(insertion), "deletion_auc": summary(deletion)}
+        return {
+            "kind": kind,
+            "ms_per_image": 1.0,
+            "passes_per_image": 1.0,
+            "scores": scores | {"pointing_game": summary(pointing)},
+        }
+
+    flat = {"ours": method("explainer", 0.52, 0.50, 0.4), "kernel": method("baseline", 0.53, 0.49, 0.6)}
+    best, notes = ranked(flat)
+    assert best == {"pointing_game": ["kernel"]}  # localisation does not remove players: still ranked
+    assert len(notes) == 1 and "barely reacts to removal" in notes[0] and "0.040" in notes[0]
+    assert [n for n in comparison_notes(flat, best) if "AUC" in n] == []  # no "kernel beats ours" on noise
+
+    responsive = {"ours": method("explainer", 0.9, 0.3, 0.4), "kernel": method("baseline", 0.53, 0.49, 0.6)}
+    best, notes = ranked(responsive)
+    assert notes == [] and best["insertion_auc"] == ["ours"] and unresponsive_note(responsive) is None
+
+
+def test_an_interval_clipped_to_the_scores_range_is_shown_as_its_bounds():
+    clipped = summary(0.98, half=0.05) | {"high": 1.0}
+    results = {
+        "methods": {
+            "ours": {
+                "kind": "explainer",
+                "ms_per_image": 1.0,
+                "passes_per_image": 1.0,
+                "scores": {"insertion_auc": clipped},
+            }
+        },
+        "best": {},
+        "columns": [{"score": "insertion_auc", "label": "insertion AUC", "higher_is_better": True}],
+    }
+    assert "0.980 [0.930, 1.000]" in format_table(results)
 
 
 @pytest.mark.slow

@@ -251,3 +251,22 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
             assert ddp["summary"][name][key] == pytest.approx(summary, abs=1e-6), (name, key)
     for key, curve in single["curves"].items():
         torch.testing.assert_close(ddp["curves"][key], curve)
+
+
+def test_intervals_are_clipped_to_the_values_a_score_can_take():
+    """Three hits and one miss of the pointing game: the t-interval 0.75 ± 0.80 becomes [0, 1], not [-0.05, 1.55]."""
+    grid = PatchGrid(4, 2)
+    attributions = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(4, 1)  # every map points at player 0
+    annotation = torch.zeros(4, 4, 4)
+    annotation[:3, :2, :2] = 1  # player 0's pixels
+    annotation[3, 2:, 2:] = 1  # player 3's: a miss
+    metric = Localization(grid)
+    metric.update(attributions, annotation)
+    pointing = metric.summary()["pointing_game"]
+    assert pointing["mean"] == 0.75 and pointing["half_width"] > 0.75
+    assert (pointing["low"], pointing["high"]) == (0.0, 1.0)
+
+    masker = BaselineFill(grid)
+    assert InsertionDeletion(masker).value_ranges()["insertion_auc"] == (0.0, 1.0)
+    assert InsertionDeletion(masker, link="logits").value_ranges() == {}  # logits are unbounded
+    assert ShapleyError().value_ranges()["pearson"] == (-1.0, 1.0)

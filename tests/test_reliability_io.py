@@ -256,8 +256,12 @@ def test_export_command_reads_a_checkpoint_weights_only(explainer, tmp_path, cra
     from lit_xai.algorithms.vit_shapley.export import main as export_main
 
     checkpoint = save_module(explainer, tmp_path / "explainer.ckpt")
+    state = torch.load(checkpoint, weights_only=True)
+    state["lit_xai_class_names"] = ["cat", "dog", "fox"]  # as ClassNamesInCheckpoint stores them
+    torch.save(state, checkpoint)
     weights, config = export_main([checkpoint, str(tmp_path / "exported" / "digits")])
     assert weights.is_file() and config.is_file()
+    assert json.loads(config.read_text())["class_names"] == ["cat", "dog", "fox"]
     x = torch.randn(2, 1, 8, 8)
     assert torch.allclose(load_explainer(config).attribute(x), explainer.attribute(x), atol=1e-6)
     path, marker = crafted

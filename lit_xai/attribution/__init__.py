@@ -111,6 +111,15 @@ def build_attribution(
         masker: how players are removed; required by the perturbation methods and ignored
             by the other methods (so one call can build every method in a loop).
         **kwargs: options of the method's class (e.g. ``steps`` for integrated gradients).
+
+    Example:
+        >>> import torch
+        >>> from lit_xai.masking import BaselineFill
+        >>> from lit_xai.players import FeatureGroups
+        >>> model, players = nn.Linear(3, 2, bias=False), FeatureGroups(3)
+        >>> loo = build_attribution("leave_one_out", model, players, masker=BaselineFill(players), link="logits")
+        >>> torch.allclose(loo.attribute(torch.ones(1, 3), target=0), model.weight[:1])  # w * (x - 0) per column
+        True
     """
     if name not in ATTRIBUTIONS:
         raise ValueError(f"unknown attribution {name!r}; choose one of {', '.join(ATTRIBUTIONS)}")

@@ -34,12 +34,14 @@ from lit_xai.callbacks._common import (
 )
 from lit_xai.callbacks._explain import ExplainSetup, Explanation, explain, explaining, predict
 from lit_xai.callbacks._loggers import Panels, log_panels
+from lit_xai.data.base import class_names
 from lit_xai.io import atomic_open
 from lit_xai.viz import (
     explanation_grid,
     feature_bars,
     figure_to_array,
     heatmap_overlay,
+    prediction_caption,
     save_figure,
     tile_images,
 )
@@ -155,7 +157,7 @@ class AttributionLogger(ExplanationCallback):
                 if key not in predictions:
                     predictions[key] = predict(setup, device_x)
                 explanation = explain(setup, device_x, labels, self.target, predictions[key])
-                captions = self._captions(labels, predictions[key])
+                captions = self._captions(labels, predictions[key], class_names(trainer.datamodule))
                 panels[f"{self.key}/{setup.method}"] = self._render(setup, x, captions, explanation)
         self._log(trainer, panels)
         self.last_seconds = time.perf_counter() - start
@@ -164,17 +166,18 @@ class AttributionLogger(ExplanationCallback):
         """Hand one evaluation's panels to the loggers; returns the PNG files written."""
         return log_panels(trainer, panels)
 
-    def _captions(self, labels: Tensor | None, probabilities: Tensor) -> list[str]:
-        """``"pred 3 (0.98) / true 5"``: the predicted class and its probability, and the label where known."""
+    def _captions(
+        self, labels: Tensor | None, probabilities: Tensor, names: list[str] | None = None
+    ) -> list[str]:
+        """``"pred cat (0.98) / true dog"``: the predicted class and its probability, and the label where known."""
         probabilities = probabilities.cpu()
         predicted = probabilities.argmax(-1)
-        captions = []
-        for i in range(probabilities.shape[0]):
-            caption = f"pred {int(predicted[i])} ({float(probabilities[i, predicted[i]]):.2f})"
-            if labels is not None:
-                caption += f" / true {int(labels[i])}"
-            captions.append(caption)
-        return captions
+        return [
+            prediction_caption(
+                int(p), float(probabilities[i, p]), None if labels is None else int(labels[i]), names
+            )
+            for i, p in enumerate(predicted)
+        ]
 
     def _render(
         self, setup: ExplainSetup, x: Tensor, captions: list[str], explanation: Explanation

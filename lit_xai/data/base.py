@@ -25,6 +25,27 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lit_xai.data.resumable import EpochShuffleSampler, ResumableDataLoader
 
 
+def class_names(data: object) -> list[str] | None:
+    """The names of the classes of a data module (its ``classes`` or ``class_names``), or ``None``.
+
+    Image folders name classes after their folders, tabular data after the label column's values, the shapes
+    after their types; figures, captions, results.json and checkpoints use them instead of indices.
+
+    Example:
+        >>> from lit_xai.data import ShapesDataModule
+        >>> class_names(ShapesDataModule(num_classes=3)), class_names(object())
+        (['square', 'circle', 'triangle'], None)
+    """
+    for attribute in ("classes", "class_names"):
+        try:
+            names = getattr(data, attribute, None)
+        except (OSError, ValueError):  # data not there yet: names are a courtesy, never an error
+            return None
+        if isinstance(names, list | tuple) and names:
+            return [str(name) for name in names]
+    return None
+
+
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Raise a ``ValueError`` unless both fractions are in ``[0, 1)`` and leave some training data.
 

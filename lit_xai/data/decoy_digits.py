@@ -87,6 +87,7 @@ class DecoyDigitsDataModule(SplitDataModule):
     """
 
     num_classes = 10
+    classes = tuple(str(digit) for digit in range(10))
 
     def __init__(
         self,

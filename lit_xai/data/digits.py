@@ -38,6 +38,7 @@ class DigitsDataModule(SplitDataModule):
 
     num_classes = 10
     input_shape = (1, 8, 8)
+    classes = tuple(str(digit) for digit in range(10))
 
     def __init__(
         self,

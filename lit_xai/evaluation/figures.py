@@ -1,6 +1,8 @@
 """The figures of an evaluation report, drawn with :mod:`lit_xai.viz`.
 
-- ``explanations.png``: the first test images with each method's heatmap (player values spread over their pixels);
+- ``explanations.png``: the first test images with each method's heatmap (player values spread over their pixels),
+  captioned with class names; one colour scale and colour bar per method, since methods answer in different units
+  (a gradient, a probability, the random baseline's noise) and one scale for all would blank all but the largest;
 - ``insertion_curves.png`` / ``deletion_curves.png``: the mean curves of every method (Petsiuk et al., RISE, 2018);
 - ``kernel_shap_error.png``: KernelSHAP's error against the ground truth as its budget grows, with the learned
   explainer's error as a horizontal line (ViT Shapley, Covert, Kim & Lee, ICLR 2023, Fig. 4).
@@ -32,6 +34,7 @@ def draw_figures(
             figure["images"],
             {labels[name]: maps for name, maps in figure["maps"].items()},
             figure["captions"],
+            scale="method",
         )
         _save(fig, output_dir / names["explanations"])
         written["explanations"] = names["explanations"]

@@ -25,6 +25,7 @@ from lit_xai.evaluation.config import accepted_options, base_method
 from lit_xai.masking import Masker
 from lit_xai.models import ClassifierSpec, backbone_from_checkpoint, load_classifier_spec, read_checkpoint
 from lit_xai.models.external import import_factory
+from lit_xai.players import as_player_values
 
 __all__ = [
     "Scorer",
@@ -234,18 +235,7 @@ def own_method(name: str, path: str, model: nn.Module, players) -> Method:
     def explain(x: Tensor, target: Tensor) -> Tensor:
         with torch.enable_grad():
             values = function(model, x, target)
-        if not isinstance(values, Tensor):
-            raise ValueError(f"own method {name!r} returned {type(values).__name__}, not a tensor")
-        values = values.detach().to(x.device)
-        if values.shape == (x.shape[0], players.num_players):
-            return values
-        try:
-            return players.pool(values)
-        except (ValueError, RuntimeError) as err:
-            raise ValueError(
-                f"own method {name!r} returned shape {tuple(values.shape)} for inputs {tuple(x.shape)}: return "
-                f"({x.shape[0]}, {players.num_players}) per-player values or a map in the input's layout ({err})"
-            ) from err
+        return as_player_values(values, x, players, f"own method {name!r}")
 
     return Method(name, "own", explain, (model,), model_based=True)
 

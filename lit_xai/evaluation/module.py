@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from torchmetrics import Metric
 
 from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap
+from lit_xai.data.base import class_names
 from lit_xai.evaluation.config import resolve_ground_truth
 from lit_xai.evaluation.methods import Method, Scorer, count_forward_rows
 from lit_xai.evaluation.report import KERNEL_SCORES, collect_results, format_table, write_outputs
@@ -32,6 +33,7 @@ from lit_xai.metrics import ShapleyError
 from lit_xai.metrics.registry import METRICS as METRIC_REGISTRY
 from lit_xai.metrics.registry import build_metric
 from lit_xai.players import PatchGrid
+from lit_xai.viz import prediction_caption
 
 __all__ = ["EvaluationModule", "GlobalBatches", "SummedMeans"]
 
@@ -297,10 +299,11 @@ class EvaluationModule(L.LightningModule):
     def _keep_figure(self, x, labels, target, probs, attributions) -> None:
         k = min(self.figure_images, x.shape[0])
         players = self.scorer.players
+        names = class_names(self.data)
         self.figure = {
             "images": x[:k].detach().cpu(),
             "captions": [
-                f"pred {int(p)} ({float(probs[i, p]):.2f}) / true {int(labels[i])}"
+                prediction_caption(int(p), float(probs[i, p]), int(labels[i]), names)
                 for i, p in enumerate(probs[:k].argmax(-1))
             ],
             "target": target[:k].cpu(),

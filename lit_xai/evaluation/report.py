@@ -1,7 +1,8 @@
 """The report of an evaluation: the methods x metrics table, results.json, results.md and the figures.
 
 Tables show mean ± half-width of the confidence interval (Student t over images, as in
-:meth:`lit_xai.metrics.ExplanationMetric.summary`) with the best method of each column marked, next to each
+:meth:`lit_xai.metrics.ExplanationMetric.summary`; ``mean [low, high]`` where the interval is clipped to the
+score's range) with the best method of each column marked, next to each
 method's cost: wall time per image and forward passes per image (the ViT Shapley paper's point is that a learned
 explainer costs one pass where sampling methods need thousands). Files are written through temporary files and
 ``os.replace``, results.json last, so a run that crashes leaves no half-written result.
@@ -20,10 +21,20 @@ from typing import Any
 
 import torch
 
+from lit_xai.data.base import class_names
 from lit_xai.evaluation.config import base_method
 from lit_xai.io import atomic_write_text
 
-__all__ = ["COLUMNS", "collect_results", "best_methods", "format_table", "markdown_report", "write_outputs"]
+__all__ = [
+    "COLUMNS",
+    "collect_results",
+    "best_methods",
+    "ranked",
+    "unresponsive_note",
+    "format_table",
+    "markdown_report",
+    "write_outputs",
+]
 
 #: Table columns: (score, label, higher is better). Scores a run did not compute are left out.
 COLUMNS = (
@@ -41,6 +52,11 @@ COLUMNS = (
 )
 #: The scores recorded for KernelSHAP at each budget (those of :func:`lit_xai.metrics.functional.shapley_error`).
 KERNEL_SCORES = ("squared_error", "pearson", "spearman", "sign_agreement", "top_k_overlap")
+#: Scores measured by removing players: no method wins them when the model barely reacts to removal.
+REMOVAL_SCORES = ("insertion_auc", "deletion_auc", "sensitivity_n", "comprehensiveness", "sufficiency")
+#: Insertion and deletion AUCs closer than this for every method: the model barely reacts to removal (on the
+#: probability scale, where the AUCs lie in [0, 1]).
+REACTION_GAP = 0.05
 FIGURES = {
     "explanations": "explanations.png",
     "insertion": "insertion_curves.png",
@@ -88,12 +104,14 @@ def collect_results(module) -> dict[str, Any]:
         notes.append("Localisation was skipped: the test batches carry no 'annotation'.")
     if len(module.shapley):
         notes.append(_ground_truth_note(module, first))
+    best, ranking_notes = ranked(methods)
     return {
         "num_images": num_images,
         "world_size": module._world()[1],
         "target": module.target,
         "ground_truth": module.ground_truth,
         "num_players": module.scorer.masker.num_players,
+        "classes": class_names(module.data),
         "masker": repr(module.scorer.masker),
         "link": module.scorer.link,
         "confidence": module.confidence,
@@ -103,10 +121,10 @@ def collect_results(module) -> dict[str, Any]:
             for s, label, h in COLUMNS
             if any(s in m["scores"] for m in methods.values())
         ],
-        "best": best_methods(methods),
+        "best": best,
         "curves": curves,
         "kernel_shap_vs_ground_truth": kernel,
-        "notes": notes + comparison_notes(methods),
+        "notes": ranking_notes + notes + comparison_notes(methods, best),
     }
 
 
@@ -144,6 +162,39 @@ def _kernel_comparison(module, methods: Mapping, means: list[list[float]]) -> di
     }
 
 
+def unresponsive_note(methods: Mapping[str, Mapping]) -> str | None:
+    """A warning when the model barely reacts to removal: insertion and deletion AUCs within
+    :data:`REACTION_GAP` of each other for every method.
+
+    Then removing the most important players first changes the prediction no more than adding them first, for
+    every explanation: the removal scores measure noise (a model that ignores the masked inputs, a masker it was
+    not trained for, or predictions with no confidence to lose), and marking a winner would mislead.
+    """
+    gaps = [
+        abs(m["scores"]["insertion_auc"]["mean"] - m["scores"]["deletion_auc"]["mean"])
+        for m in methods.values()
+        if {"insertion_auc", "deletion_auc"} <= set(m["scores"])
+    ]
+    if not gaps or not all(math.isfinite(g) for g in gaps) or max(gaps) >= REACTION_GAP:
+        return None
+    return (
+        f"Warning: the model barely reacts to removal: insertion and deletion AUCs differ by at most {max(gaps):.3f} "
+        f"for every method (below {REACTION_GAP}), so the removal metrics cannot rank the methods and no best is "
+        "marked in their columns. Score through a surrogate trained with players missing (configs/<dataset>/"
+        "surrogate.yaml), with the masker it was trained with, on images it classifies confidently."
+    )
+
+
+def ranked(methods: Mapping[str, Mapping]) -> tuple[dict[str, list[str]], list[str]]:
+    """The best method(s) of each column and the notes about the ranking: no winners in the removal columns when
+    the model barely reacts to removal (:func:`unresponsive_note`)."""
+    best = best_methods(methods)
+    warning = unresponsive_note(methods)
+    if warning is None:
+        return best, []
+    return {score: names for score, names in best.items() if score not in REMOVAL_SCORES}, [warning]
+
+
 def best_methods(methods: Mapping[str, Mapping]) -> dict[str, list[str]]:
     """The method(s) with the best mean in every column (ties share the mark)."""
     best = {}
@@ -161,10 +212,15 @@ def best_methods(methods: Mapping[str, Mapping]) -> dict[str, list[str]]:
     return best
 
 
-def comparison_notes(methods: Mapping[str, Mapping]) -> list[str]:
-    """Where a baseline beats a learned explainer: the column, both means, whether the intervals overlap, the cost."""
+def comparison_notes(
+    methods: Mapping[str, Mapping], best: Mapping[str, list[str]] | None = None
+) -> list[str]:
+    """Where a baseline beats a learned explainer: the column, both means, whether the intervals overlap, the cost.
+
+    ``best``: the winners of each column (default: :func:`best_methods`); columns left out are not compared.
+    """
     notes = []
-    best = best_methods(methods)
+    best = best_methods(methods) if best is None else best
     labels = {s: label for s, label, _ in COLUMNS}
     for explainer, info in methods.items():
         if info["kind"] != "explainer":
@@ -196,6 +252,9 @@ def _fmt(summary: Mapping[str, float] | None, interval: bool = True) -> str:
     spec = ".2e" if 0 < abs(mean) < 0.01 else ".3f"
     if not interval or not math.isfinite(half):
         return format(mean, spec)
+    low, high = summary.get("low", mean - half), summary.get("high", mean + half)
+    if not math.isclose(high - low, 2 * half, rel_tol=1e-9, abs_tol=1e-12):  # clipped to the score's range
+        return f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
     return f"{mean:{spec}} ± {half:{'.1e' if spec == '.2e' else '.3f'}}"
 
 

@@ -3,8 +3,10 @@
 Each explanation metric produces one or more scores per image. The class keeps, for every score, its sum and its
 sum of squares, plus one image count: three ``"sum"``-reduced states that add up across batches and across
 processes, so ``compute()`` under DDP equals the single-process result and memory does not grow with the dataset.
-The same moments give each mean a Student-t confidence interval (:meth:`ExplanationMetric.summary`). States are
-float64 so that the variance ``E[x^2] - E[x]^2`` stays accurate over many images.
+The same moments give each mean a Student-t confidence interval (:meth:`ExplanationMetric.summary`), clipped to the
+values the score can take (:meth:`ExplanationMetric.value_ranges`): a t-interval is symmetric, so over a few images an
+AUC of 0.97 would otherwise be reported as reaching 1.05. States are float64 so that the variance
+``E[x^2] - E[x]^2`` stays accurate over many images.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from torchmetrics import Metric
 
 from lit_xai.metrics.functional.confidence import confidence_interval_from_moments
 
-__all__ = ["ExplanationMetric"]
+__all__ = ["ExplanationMetric", "PROBABILITY_LINKS"]
+
+#: Links whose values are probabilities, so that scores read from them are bounded.
+PROBABILITY_LINKS = ("softmax", "sigmoid")
 
 
 class ExplanationMetric(Metric):
@@ -71,8 +76,15 @@ class ExplanationMetric(Metric):
         count = self.count
         return {name: (getattr(self, f"sum_{i}") / count).float() for i, name in enumerate(self.names)}
 
+    def value_ranges(self) -> dict[str, tuple[float, float]]:
+        """The values each score can take, ``{name: (lowest, highest)}``; scores left out are unbounded."""
+        return {}
+
     def summary(self, confidence: float = 0.95) -> dict[str, dict[str, float]]:
         """Mean, standard deviation and ``confidence`` t-interval of every score, synchronised across processes.
+
+        ``low`` and ``high`` are clipped to the score's range (:meth:`value_ranges`); ``half_width`` is the
+        unclipped t-interval's.
 
         Returns:
             ``{name: {"mean", "std", "half_width", "low", "high", "count"}}`` as Python floats, ready for a JSON
@@ -86,7 +98,12 @@ class ExplanationMetric(Metric):
                 for i in range(len(self.names))
             ]
             count = self.count.item()
-        return {
-            name: confidence_interval_from_moments(total, total_sq, count, confidence)
-            for name, (total, total_sq) in zip(self.names, moments)
-        }
+        ranges = self.value_ranges()
+        summaries = {}
+        for name, (total, total_sq) in zip(self.names, moments):
+            summary = confidence_interval_from_moments(total, total_sq, count, confidence)
+            if name in ranges:
+                lowest, highest = ranges[name]
+                summary["low"], summary["high"] = max(summary["low"], lowest), min(summary["high"], highest)
+            summaries[name] = summary
+        return summaries

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_xai.masking import Masker
-from lit_xai.metrics.base import ExplanationMetric
+from lit_xai.metrics.base import PROBABILITY_LINKS, ExplanationMetric
 from lit_xai.metrics.functional.eraser import eraser, rationale_sizes
 
 __all__ = ["Eraser"]
@@ -54,6 +54,11 @@ class Eraser(ExplanationMetric):
         self.link = link
         self.batch_size = batch_size
         self.seed = seed
+
+    def value_ranges(self) -> dict[str, tuple[float, float]]:
+        """Differences of two probabilities lie in [-1, 1]; on other links they are unbounded."""
+        bounded = isinstance(self.link, str) and self.link in PROBABILITY_LINKS
+        return {name: (-1.0, 1.0) for name in self.names} if bounded else {}
 
     def update(self, model: nn.Module, x: Tensor, attributions: Tensor, target: Tensor | int) -> None:
         """Score a batch of explanations."""

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_xai.masking import Masker
-from lit_xai.metrics.base import ExplanationMetric
+from lit_xai.metrics.base import PROBABILITY_LINKS, ExplanationMetric
 from lit_xai.metrics.functional.insertion_deletion import insertion_deletion, player_counts
 
 __all__ = ["InsertionDeletion"]
@@ -58,6 +58,11 @@ class InsertionDeletion(ExplanationMetric):
         self.add_state(
             "deletion_curve_sum", torch.zeros(num_points, dtype=torch.float64), dist_reduce_fx="sum"
         )
+
+    def value_ranges(self) -> dict[str, tuple[float, float]]:
+        """AUCs of probability curves lie in [0, 1]; on other links they are unbounded."""
+        bounded = isinstance(self.link, str) and self.link in PROBABILITY_LINKS
+        return {name: (0.0, 1.0) for name in self.names} if bounded else {}
 
     def update(self, model: nn.Module, x: Tensor, attributions: Tensor, target: Tensor | int) -> None:
         """Evaluate the curves of a batch of explanations and add them up."""

@@ -37,6 +37,10 @@ class Localization(ExplanationMetric):
         self.threshold = threshold
         self.base_threshold = base_threshold
 
+    def value_ranges(self) -> dict[str, tuple[float, float]]:
+        """Hit rates, shares of the mass and AUCs: [0, 1]."""
+        return {name: (0.0, 1.0) for name in self.names}
+
     def update(self, attributions: Tensor, annotation: Tensor) -> None:
         """Score a batch of attribution maps against their annotations."""
         self._accumulate(

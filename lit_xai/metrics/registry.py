@@ -109,6 +109,19 @@ def build_metric(
 
     Raises:
         ValueError: an unknown name, a missing masker, or options the metric rejects (named ``metric_kwargs.<name>``).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lit_xai.masking import BaselineFill
+        >>> from lit_xai.players import FeatureGroups
+        >>> metric = build_metric("insertion_deletion", masker=BaselineFill(FeatureGroups(4)))
+        >>> model = nn.Linear(4, 2).eval()
+        >>> metric.update(model, torch.randn(8, 4), torch.randn(8, 4), target=0)
+        >>> sorted(metric.compute()), metric.summary()["insertion_auc"]["count"]
+        (['deletion_auc', 'insertion_auc'], 8.0)
+        >>> build_metric("sensitivity_n", masker=BaselineFill(FeatureGroups(64))).subset_sizes
+        [8, 16, 32]
     """
     spec = _spec(name)
     counted = masker if masker is not None else players

@@ -59,6 +59,10 @@ class SensitivityN(ExplanationMetric):
         self.batch_size = batch_size
         self.seed = seed
 
+    def value_ranges(self) -> dict[str, tuple[float, float]]:
+        """Pearson correlations: [-1, 1]."""
+        return {name: (-1.0, 1.0) for name in self.names}
+
     def update(self, model: nn.Module, x: Tensor, attributions: Tensor, target: Tensor | int) -> None:
         """Score a batch of explanations."""
         generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)

@@ -32,6 +32,16 @@ class ShapleyError(ExplanationMetric):
         super().__init__(SCORES, **kwargs)
         self.top_k = top_k
 
+    def value_ranges(self) -> dict[str, tuple[float, float]]:
+        """Correlations in [-1, 1], shares in [0, 1], the squared error from 0."""
+        return {
+            "squared_error": (0.0, float("inf")),
+            "pearson": (-1.0, 1.0),
+            "spearman": (-1.0, 1.0),
+            "sign_agreement": (0.0, 1.0),
+            "top_k_overlap": (0.0, 1.0),
+        }
+
     def update(self, attributions: Tensor, shapley_values: Tensor) -> None:
         """Score a batch of attributions against their ground truth."""
         self._accumulate(shapley_error(attributions, shapley_values, top_k=self.top_k))

@@ -87,6 +87,15 @@ def build_model(
         num_classes: number of outputs.
         pretrained: load timm's pretrained weights (needs the weights cached or a network).
         checkpoint_path: a local state dict, Lightning checkpoint or safetensors file to load (weights only).
+
+    Example:
+        >>> import torch
+        >>> cnn = build_model("cnn", 3, in_chans=1)  # small enough for a CPU, no download
+        >>> cnn(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 3])
+        >>> vit = build_model("vit_tiny_patch16_224", 3, img_size=8, patch_size=4, in_chans=1, depth=1)
+        >>> vit(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 3])
     """
     if name in SMALL_MODELS:
         if pretrained:

@@ -7,7 +7,7 @@ images needs none of that, and a file from the internet should not be unpickled 
   network, the frozen surrogate, the cached ``v(∅)``), in the safetensors format, which stores raw tensors only
   and cannot run code when read;
 - ``<name>.json``: the settings that rebuild the networks (head, link, normalisation, the surrogate's backbone,
-  players and masker), readable by a person.
+  players and masker) and, when the checkpoint has them, the class names, readable by a person.
 
 Both are written atomically (temporary file, then rename; JSON last), so a killed export never leaves a file that
 loads. The method is ViT Shapley (Covert, Kim & Lee, ICLR 2023) / FastSHAP (Jethani et al., ICLR 2022).
@@ -60,12 +60,17 @@ def _plain(value: Any, key: str) -> Any:
     )
 
 
-def export_explainer(module: ExplainerModule, path: str | Path) -> tuple[Path, Path]:
+def export_explainer(
+    module: ExplainerModule, path: str | Path, class_names: list[str] | None = None
+) -> tuple[Path, Path]:
     """Write ``module`` as ``<path>.safetensors`` + ``<path>.json``.
 
     Args:
         module: a trained explainer (e.g. ``ExplainerModule.load_from_checkpoint(...)``).
         path: the files' common name, with or without a ``.json`` / ``.safetensors`` suffix.
+        class_names: the names of the classes, written to the JSON's ``class_names`` (the command takes them from
+            the checkpoint, where ``train.py`` stores the data's), so that whoever reads the files knows what
+            class 3 is.
 
     Returns:
         ``(weights_path, config_path)``.
@@ -75,6 +80,8 @@ def export_explainer(module: ExplainerModule, path: str | Path) -> tuple[Path, P
     weights_path, config_path = _paths(path)
     config = {key: _plain(module.hparams.get(key), key) for key in _CONFIG_KEYS}
     payload = {"format": FORMAT, "config": config}
+    if class_names:
+        payload["class_names"] = [str(name) for name in class_names]
     # Clones: safetensors refuses tensors that share memory, and a state dict may hold views of one storage.
     tensors = {name: value.detach().cpu().contiguous().clone() for name, value in module.state_dict().items()}
     with atomic_open(weights_path, "wb") as handle:
@@ -142,14 +149,16 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     parser.add_argument("checkpoint", help="an explainer checkpoint written by train.py (read weights-only)")
     parser.add_argument("output", help="common name of the two files, e.g. exported/digits_explainer")
     args = parser.parse_args(argv)
+    from lit_xai.callbacks.class_names import checkpoint_class_names
     from lit_xai.models import read_checkpoint
 
-    if "surrogate_spec" not in read_checkpoint(args.checkpoint).get("hyper_parameters", {}):
+    checkpoint = read_checkpoint(args.checkpoint)
+    if "surrogate_spec" not in checkpoint.get("hyper_parameters", {}):
         raise ValueError(
             f"{args.checkpoint} is not an ExplainerModule checkpoint (train one with explainer.yaml)"
         )
     module = ExplainerModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
-    paths = export_explainer(module, args.output)
+    paths = export_explainer(module, args.output, checkpoint_class_names(checkpoint))
     print(f"wrote {paths[0]} and {paths[1]}")
     return paths
 
