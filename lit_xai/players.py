@@ -70,7 +70,8 @@ def check_keep(keep: Tensor, num_players: int, batch_size: int | None = None, so
             other = keep[bad]
             raise ValueError(
                 f"keep must be boolean (or 0/1 valued); got {other.numel()} other value(s), e.g. "
-                f"{other.flatten()[0].item()!r} (dtype {keep.dtype})"
+                f"{other.flatten()[0].item()!r} (dtype {keep.dtype}); fractional masks are for baseline filling only "
+                f"(BaselineFill.fill_soft)"
             )
         keep = keep.bool()
     return keep

@@ -160,7 +160,7 @@ def test_channel_mask_refuses_what_it_cannot_do():
         masker(model, x, torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="keep has 3 rows but the input batch has 2"):
         masker(model, x, torch.ones(3, 6, dtype=torch.bool))
-    with pytest.raises(ValueError, match="fractional"):
+    with pytest.raises(ValueError, match="0/1 valued"):
         masker(model, x, torch.full((2, 6), 0.5))
     with pytest.raises(ValueError, match=r"has 6 channels .* players have 5"):
         ChannelMask(ChannelGroups(5), "features")(model, x, torch.ones(2, 5, dtype=torch.bool))
