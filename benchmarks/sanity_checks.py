@@ -1,0 +1,140 @@
+"""Sanity checks (Adebayo et al., NeurIPS 2018) of attribution methods on a small CNN trained on digits.
+
+A CNN (SmallCNN, channels 32/64, ~19k parameters) is trained on 1400 digits (8x8, values in [0, 1]); a second copy
+is trained on the same images with permuted labels (data randomisation). For 64 held-out digits and the trained
+model's predicted class, each method's maps (64 one-pixel players) are compared with those after
+
+- cascading re-initialisation of the layers from the output down (one row per step),
+- independent re-initialisation of each layer,
+- training on permuted labels,
+
+by Spearman rank correlation (signed and absolute) and SSIM (3x3 windows). Low similarity passes the check. The
+seeded random baseline ignores the model, so it is the control that must fail (similarity 1), as Adebayo et al.'s
+edge detector. Writes ``benchmarks/results/sanity.json`` (after every method, so a stopped run keeps
+what it finished) and prints a table.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.sanity_checks            # about five minutes on one core
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import environment, print_table, write_json
+from lit_xai.attribution import build_attribution
+from lit_xai.data.digits import load_digit_images
+from lit_xai.masking import BaselineFill
+from lit_xai.models.small import SmallCNN
+from lit_xai.players import PatchGrid
+from lit_xai.sanity_checks import (
+    cascading_randomization,
+    independent_randomization,
+    map_similarities,
+    permuted_labels,
+)
+
+METHODS = {
+    "gradient": {},
+    "gradient_x_input": {},
+    "integrated_gradients": {"steps": 32},
+    "smoothgrad": {},
+    "leave_one_out": {},
+    "rise": {"num_masks": 500},
+    "random": {},
+}
+SCORES = ("spearman", "spearman_abs", "ssim")
+CHANNELS = (32, 64)
+
+
+def train(images, labels, epochs: int, seed: int) -> SmallCNN:
+    torch.manual_seed(seed)
+    model = SmallCNN(1, 10, channels=CHANNELS)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        model.train()
+        for rows in torch.randperm(images.shape[0]).split(64):
+            optimiser.zero_grad()
+            F.cross_entropy(model(images[rows]), labels[rows]).backward()
+            optimiser.step()
+    return model.eval()
+
+
+def accuracy(model, images, labels) -> float:
+    with torch.no_grad():
+        return float((model(images).argmax(1) == labels).float().mean())
+
+
+def means(steps: list[dict]) -> list[dict]:
+    return [{"layer": s["layer"], **{k: float(s[k].mean()) for k in SCORES}} for s in steps]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--random-label-epochs", type=int, default=200)
+    parser.add_argument("--probes", type=int, default=64)
+    args = parser.parse_args()
+    start = time.perf_counter()
+
+    images, labels = load_digit_images()
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+    train_rows, test_rows = order[:1400], order[1400:]
+    x_train, y_train = images[train_rows], labels[train_rows]
+    model = train(x_train, y_train, args.epochs, seed=0)
+    shuffled = permuted_labels(y_train, seed=0)
+    memoriser = train(x_train, shuffled, args.random_label_epochs, seed=0)
+    models = {
+        "trained": {
+            "train_accuracy": accuracy(model, x_train, y_train),
+            "test_accuracy": accuracy(model, images[test_rows], labels[test_rows]),
+        },
+        "random_labels": {
+            "train_accuracy_on_permuted_labels": accuracy(memoriser, x_train, shuffled),
+            "test_accuracy": accuracy(memoriser, images[test_rows], labels[test_rows]),
+        },
+    }
+    print(models)
+
+    x = images[test_rows[: args.probes]]
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    players = PatchGrid(8, 1)
+    masker = BaselineFill(players)  # zeros: the digits' blank background
+    grid = players.grid_size
+    payload = {
+        "description": __doc__.splitlines()[0],
+        "models": models,
+        "probes": args.probes,
+        "players": players.num_players,
+        "methods": {},
+        "environment": environment(),
+    }
+    rows = []
+    for name, options in METHODS.items():
+
+        def explain(network, inputs, t, name=name, options=options):
+            return build_attribution(name, network, players, masker=masker, **options).attribute(inputs, t)
+
+        cascading = means(cascading_randomization(model, x, target, explain, grid=grid))
+        independent = means(independent_randomization(model, x, target, explain, grid=grid))
+        data = map_similarities(explain(model, x, target), explain(memoriser, x, target), grid)
+        data = {k: float(v.mean()) for k, v in data.items()}
+        payload["methods"][name] = {"cascading": cascading, "independent": independent, "random_labels": data}
+        payload["seconds"] = time.perf_counter() - start
+        write_json("sanity", payload)
+        row = {"method": name}
+        for score in SCORES:  # the whole cascade, the mean over single layers, the permuted-label model
+            row[f"cascade_{score}"] = cascading[-1][score]
+            row[f"layer_{score}"] = sum(s[score] for s in independent) / len(independent)
+            row[f"labels_{score}"] = data[score]
+        rows.append(row)
+        print(f"{name} done at {time.perf_counter() - start:.0f}s", flush=True)
+    print_table(rows, list(rows[0]))
+
+
+if __name__ == "__main__":
+    main()
