@@ -520,3 +520,15 @@ def test_completeness_soundness_in_the_callback_equals_the_metric_on_every_class
     assert set(quality.last_values) == set(expected)
     for key, value in expected.items():
         assert quality.last_values[key] == pytest.approx(float(value), abs=1e-5), key
+
+
+def test_input_agnostic_class_maps_are_logged_during_training(tmp_path):
+    # Input-agnostic saliency needs gradients inside validation (run under inference mode) and no data.
+    callback = AttributionLogger(
+        method="input_agnostic",
+        num_samples=2,
+        method_kwargs={"input_agnostic": {"steps": 4, "num_points": 4}},
+    )
+    trainer(tmp_path, [callback], epochs=1, limit_val_batches=1).fit(classifier(), TinyImages())
+    files = sorted((tmp_path / "explanations/input_agnostic").glob("*.png"))
+    assert len(files) == 1 and plt.imread(files[0]).ndim == 3
