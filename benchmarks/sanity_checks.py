@@ -22,13 +22,11 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import environment, print_table, write_json
+from benchmarks.digits_cnn import accuracy, digits_split, train_cnn
 from lit_xai.attribution import build_attribution
-from lit_xai.data.digits import load_digit_images
 from lit_xai.masking import BaselineFill
-from lit_xai.models.small import SmallCNN
 from lit_xai.players import PatchGrid
 from lit_xai.sanity_checks import (
     cascading_randomization,
@@ -47,25 +45,6 @@ METHODS = {
     "random": {},
 }
 SCORES = ("spearman", "spearman_abs", "ssim")
-CHANNELS = (32, 64)
-
-
-def train(images, labels, epochs: int, seed: int) -> SmallCNN:
-    torch.manual_seed(seed)
-    model = SmallCNN(1, 10, channels=CHANNELS)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        model.train()
-        for rows in torch.randperm(images.shape[0]).split(64):
-            optimiser.zero_grad()
-            F.cross_entropy(model(images[rows]), labels[rows]).backward()
-            optimiser.step()
-    return model.eval()
-
-
-def accuracy(model, images, labels) -> float:
-    with torch.no_grad():
-        return float((model(images).argmax(1) == labels).float().mean())
 
 
 def means(steps: list[dict]) -> list[dict]:
@@ -80,26 +59,23 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
 
-    images, labels = load_digit_images()
-    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
-    train_rows, test_rows = order[:1400], order[1400:]
-    x_train, y_train = images[train_rows], labels[train_rows]
-    model = train(x_train, y_train, args.epochs, seed=0)
+    x_train, y_train, x_test, y_test = digits_split()
+    model = train_cnn(x_train, y_train, args.epochs, seed=0)
     shuffled = permuted_labels(y_train, seed=0)
-    memoriser = train(x_train, shuffled, args.random_label_epochs, seed=0)
+    memoriser = train_cnn(x_train, shuffled, args.random_label_epochs, seed=0)
     models = {
         "trained": {
             "train_accuracy": accuracy(model, x_train, y_train),
-            "test_accuracy": accuracy(model, images[test_rows], labels[test_rows]),
+            "test_accuracy": accuracy(model, x_test, y_test),
         },
         "random_labels": {
             "train_accuracy_on_permuted_labels": accuracy(memoriser, x_train, shuffled),
-            "test_accuracy": accuracy(memoriser, images[test_rows], labels[test_rows]),
+            "test_accuracy": accuracy(memoriser, x_test, y_test),
         },
     }
     print(models)
 
-    x = images[test_rows[: args.probes]]
+    x = x_test[: args.probes]
     with torch.no_grad():
         target = model(x).argmax(1)
     players = PatchGrid(8, 1)
