@@ -10,7 +10,7 @@ model's predicted class, each method's maps (64 one-pixel players) are compared 
 
 by Spearman rank correlation (signed and absolute) and SSIM (3x3 windows). Low similarity passes the check. The
 seeded random baseline ignores the model, so it is the control that must fail (similarity 1), as Adebayo et al.'s
-edge detector. Writes ``benchmarks/results/sanity.json`` (after every method, so a stopped run keeps
+edge detector. Also draws ``benchmarks/results/sanity.png`` (similarity after each cascading step). Writes ``benchmarks/results/sanity.json`` (after every method, so a stopped run keeps
 what it finished) and prints a table.
 
     OMP_NUM_THREADS=1 python -m benchmarks.sanity_checks            # about five minutes on one core
@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
-from benchmarks.common import environment, print_table, write_json
+from benchmarks.common import RESULTS, environment, print_table, write_json
 from benchmarks.digits_cnn import accuracy, digits_split, train_cnn
 from lit_xai.attribution import build_attribution
+from lit_xai.io import atomic_open
 from lit_xai.masking import BaselineFill
 from lit_xai.players import PatchGrid
 from lit_xai.sanity_checks import (
@@ -45,6 +47,30 @@ METHODS = {
     "random": {},
 }
 SCORES = ("spearman", "spearman_abs", "ssim")
+
+
+def save_figure(path: Path, methods: dict) -> None:
+    """Mean Spearman (signed, absolute) after each cascading step, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, score in zip(axes, ("spearman", "spearman_abs")):
+        for name, result in methods.items():
+            steps = result["cascading"]
+            ax.plot(range(len(steps) + 1), [1.0] + [s[score] for s in steps], marker="o", label=name)
+        layers = ["none"] + [s["layer"] or "(root)" for s in next(iter(methods.values()))["cascading"]]
+        ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"cascading randomisation: {score.replace('_', ' ')}", fontsize=9)
+        ax.axhline(0.0, color="grey", linewidth=0.5)
+    axes[0].set_ylabel("rank correlation with the trained model's maps")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=90)
+    plt.close(fig)
 
 
 def means(steps: list[dict]) -> list[dict]:
@@ -110,6 +136,7 @@ def main() -> None:
         rows.append(row)
         print(f"{name} done at {time.perf_counter() - start:.0f}s", flush=True)
     print_table(rows, list(rows[0]))
+    save_figure(RESULTS / "sanity.png", payload["methods"])
 
 
 if __name__ == "__main__":
