@@ -11,7 +11,8 @@ should give the network about as much evidence for ``a`` as the whole input does
   the input. A method that can produce a convincing mask for any label (an adversarial certificate) is complete
   but not sound; soundness is scored on the labels the network does *not* predict.
 
-The ratios and their floors (``eps = beta = 0.1``, ``alpha = 1``) are those of the authors' evaluation. As there,
+The ratios and their floors (``eps = beta = 0.1``, ``alpha = 1``) are those of the authors' evaluation code
+(github.com/agup/soundness_saliency: ``completeness``/``soundness`` in ``utils.py``). As there,
 the probabilities are a softmax over the evaluated labels only, and ``q_a`` is either
 
 - ``"insertion"``: the area under the insertion curve of map ``a`` (players added most-important first; the
