@@ -25,6 +25,7 @@ from lit_xai.players import FeatureGroups, PatchGrid
 
 # Small settings so every method runs in well under a second.
 FAST = {
+    "input_agnostic": dict(steps=3, num_points=4),
     "integrated_gradients": dict(steps=8),
     "smoothgrad": dict(num_samples=4),
     "rise": dict(num_masks=64, batch_size=50),

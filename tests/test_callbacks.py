@@ -24,7 +24,7 @@ from lit_xai.attribution import build_attribution
 from lit_xai.callbacks import AttributionLogger, ExplanationQuality
 from lit_xai.data.base import TensorDictDataset
 from lit_xai.masking import BaselineFill
-from lit_xai.metrics.functional import insertion_deletion, localization
+from lit_xai.metrics.functional import completeness_soundness, insertion_deletion, localization
 from lit_xai.players import PatchGrid
 from lit_xai.shapley import shapley_values
 
@@ -496,3 +496,39 @@ def test_ddp_scores_equal_single_process_and_only_rank_zero_logs_images(tmp_path
         )
     assert sorted(p.name for p in (tmp_path / "ddp").glob("logged_by_rank_*")) == ["logged_by_rank_0"]
     assert len(glob.glob(str(tmp_path / "ddp/explanations/gradient/*.png"))) == 1
+
+
+def test_completeness_soundness_in_the_callback_equals_the_metric_on_every_class_map(tmp_path):
+    data = TinyImages()
+    quality = ExplanationQuality(
+        ["completeness_soundness"], method="gradient", num_samples=6, batch_size=4, patch_size=2
+    )
+    module = classifier()
+    trainer(tmp_path, [quality]).fit(module, data)
+
+    batch = [data.val_set[int(i)] for i in quality.indices]
+    x = torch.stack([b["input"] for b in batch])
+    y = torch.stack([b["target"] for b in batch])
+    model, players = module.model.eval(), PatchGrid(8, 2)
+    explainer = build_attribution("gradient", model, players)
+    num_classes = model(x).shape[1]
+    maps = torch.stack([explainer.attribute(x, torch.full_like(y, c)) for c in range(num_classes)], dim=-1)
+    scores = completeness_soundness(
+        model, BaselineFill(players), x, maps, y, num_steps=8, generator=torch.Generator().manual_seed(0)
+    )
+    expected = {f"val/{k}": scores[k].mean() for k in ("completeness", "soundness", "worst_soundness")}
+    assert set(quality.last_values) == set(expected)
+    for key, value in expected.items():
+        assert quality.last_values[key] == pytest.approx(float(value), abs=1e-5), key
+
+
+def test_input_agnostic_class_maps_are_logged_during_training(tmp_path):
+    # Input-agnostic saliency needs gradients inside validation (run under inference mode) and no data.
+    callback = AttributionLogger(
+        method="input_agnostic",
+        num_samples=2,
+        method_kwargs={"input_agnostic": {"steps": 4, "num_points": 4}},
+    )
+    trainer(tmp_path, [callback], epochs=1, limit_val_batches=1).fit(classifier(), TinyImages())
+    files = sorted((tmp_path / "explanations/input_agnostic").glob("*.png"))
+    assert len(files) == 1 and plt.imread(files[0]).ndim == 3

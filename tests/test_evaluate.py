@@ -105,7 +105,13 @@ def write_config(path: Path, checkpoints: dict, **overrides) -> Path:
         "explainers": {"vit_shapley": checkpoints["explainer"]},
         "baselines": ["gradient", "leave_one_out", "kernel_shap", "random"],
         "baseline_kwargs": {"kernel_shap": {"threshold": None, "max_evaluations": 2000}},
-        "metrics": ["insertion_deletion", "sensitivity_n", "eraser", "localization"],
+        "metrics": [
+            "insertion_deletion",
+            "sensitivity_n",
+            "eraser",
+            "localization",
+            "completeness_soundness",
+        ],
         "metric_kwargs": {"sensitivity_n": {"num_subsets": 8}},
         "num_images": 8,
         "ground_truth_images": 4,
@@ -164,6 +170,9 @@ def test_results_json_holds_every_number_config_and_versions(evaluation):
         "comprehensiveness",
         "pointing_game",  # the annotation is present, so localisation ran
         "ehr_auc",
+        "completeness",  # Gupta et al.: the maps of every class are explained for soundness
+        "soundness",
+        "worst_soundness",
         "shapley_squared_error",
         "shapley_spearman",
     }
@@ -171,6 +180,9 @@ def test_results_json_holds_every_number_config_and_versions(evaluation):
         assert expected <= set(info["scores"]), name
         insertion = info["scores"]["insertion_auc"]
         assert 0 <= insertion["mean"] <= 1 and insertion["count"] == 8
+        for score in ("completeness", "soundness", "worst_soundness"):
+            assert 0 < info["scores"][score]["mean"] <= 1 and info["scores"][score]["count"] == 8
+        assert info["scores"]["worst_soundness"]["mean"] <= info["scores"]["soundness"]["mean"] + 1e-6
         assert insertion["low"] <= insertion["mean"] <= insertion["high"]
         assert (
             info["scores"]["shapley_squared_error"]["count"] == 4

@@ -31,6 +31,7 @@ from lit_xai.attribution.gradcam import GradCAM
 from lit_xai.attribution.gradients import Gradient, GradientXInput, SmoothGrad
 from lit_xai.attribution.h_shap import HShap
 from lit_xai.attribution.hsic import HSICAttribution
+from lit_xai.attribution.input_agnostic import InputAgnosticSaliency
 from lit_xai.attribution.integrated_gradients import IntegratedGradients
 from lit_xai.attribution.kernel_shap import KernelSHAP
 from lit_xai.attribution.leverage_shap import LeverageSHAP
@@ -53,6 +54,7 @@ __all__ = [
     "GradientXInput",
     "HSICAttribution",
     "HShap",
+    "InputAgnosticSaliency",
     "IntegratedGradients",
     "KernelSHAP",
     "LastLayerAttention",
@@ -92,6 +94,7 @@ ATTRIBUTIONS: dict[str, type[Attribution]] = {
         SobolAttribution,
         HSICAttribution,
         HShap,
+        InputAgnosticSaliency,
         RandomAttribution,
     )
 }

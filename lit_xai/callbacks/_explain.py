@@ -277,3 +277,13 @@ def explain(
             f"({x.shape[0]}, {setup.players.num_players}), one value per player"
         )
     return Explanation(values.detach().float(), target)
+
+
+def explain_every_label(setup: ExplainSetup, x: Tensor, num_classes: int) -> Tensor:
+    """Maps of every class ``(B, d, C)`` (call inside :func:`explaining`), for metrics such as soundness that
+    score the maps of the classes the network does not predict (Gupta et al., NeurIPS 2022)."""
+    maps = [
+        explain(setup, x, torch.full((x.shape[0],), c, device=x.device), "true").attributions
+        for c in range(num_classes)
+    ]
+    return torch.stack(maps, dim=-1)

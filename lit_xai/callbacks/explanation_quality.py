@@ -41,7 +41,7 @@ from lit_xai.callbacks._common import (
     check_target_mode,
     due,
 )
-from lit_xai.callbacks._explain import ExplainSetup, explain, explaining
+from lit_xai.callbacks._explain import ExplainSetup, explain, explain_every_label, explaining, predict
 from lit_xai.ground_truth import resolve_estimator, shapley_ground_truth
 from lit_xai.io import atomic_save, safe_torch_load
 from lit_xai.metrics.registry import METRICS as METRIC_REGISTRY
@@ -245,8 +245,13 @@ class ExplanationQuality(ExplanationCallback):
         labels = self.batch["target"][rows] if "target" in self.batch else None
         explanation = explain(setup, x, labels, self.target)
         values, target = explanation.attributions, explanation.target
+        every_label = None
         for name, metric in self.metrics.items():
-            if name in ("insertion_deletion", "eraser", "sensitivity_n"):
+            if METRIC_REGISTRY[name].maps == "every_label":
+                if every_label is None:
+                    every_label = explain_every_label(setup, x, predict(setup, x).shape[-1])
+                metric.update(setup.network, x, every_label, target)
+            elif name in ("insertion_deletion", "eraser", "sensitivity_n"):
                 metric.update(setup.network, x, values, target)
             elif name == "localization":
                 metric.update(values, self.batch["annotation"][rows].to(x.device))

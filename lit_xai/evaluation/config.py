@@ -49,7 +49,7 @@ class EvaluationSettings:
             ``function(model, x, target)`` with autograd on and returns per-player values ``(B, d)`` or a map in the
             input's layout (``(B, H, W)``, ``(B, C, H, W)`` or ``(B, F)``), which is summed onto the players.
         metrics: ``insertion_deletion``, ``sensitivity_n``, ``eraser``, ``localization`` (runs when the data has
-            an ``annotation``).
+            an ``annotation``), ``completeness_soundness`` (every class is explained for it, untimed).
         metric_kwargs: per-metric options, e.g. ``{sensitivity_n: {subset_sizes: [2, 4, 8]}}``.
         target: explain the surrogate's ``predicted`` class or the ``true`` label.
         ground_truth: Shapley values of the surrogate's game to measure errors against: ``auto`` (exact when

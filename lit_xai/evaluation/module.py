@@ -220,6 +220,15 @@ class EvaluationModule(L.LightningModule):
             )
         return values.detach().float(), seconds, rows[0]
 
+    def _explain_every_label(self, method: Method, x: Tensor, num_classes: int, batch_seed: int) -> Tensor:
+        """Maps of every class ``(B, d, C)``, untimed: an evaluation cost, not the method's."""
+        maps = []
+        for c in range(num_classes):
+            if method.generator is not None:
+                method.generator.manual_seed(batch_seed)
+            maps.append(method.explain(x, torch.full((x.shape[0],), c, device=x.device)).detach().float())
+        return torch.stack(maps, dim=-1)
+
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         x, labels = batch["input"], batch["target"]
         global_batch = self.batches.global_batch(batch_idx, self._world()[1])
@@ -243,8 +252,13 @@ class EvaluationModule(L.LightningModule):
             values, seconds, passes = self._explain(method, x, target, batch_seed)
             attributions[method.name] = values
             self.costs[method.name].update(torch.tensor([seconds, passes]), x.shape[0])
+            every_label = None
             for name, metric in self.scores[method.name].items():
-                if name != "localization":
+                if METRIC_REGISTRY[name].maps == "every_label":
+                    if every_label is None:  # soundness scores the maps of the classes not predicted too
+                        every_label = self._explain_every_label(method, x, probs.shape[-1], batch_seed)
+                    metric.update(self.surrogate, x, every_label, target)
+                elif name != "localization":
                     metric.update(self.surrogate, x, values, target)
                 elif "annotation" in batch:
                     metric.update(values, batch["annotation"])

@@ -46,6 +46,8 @@ COLUMNS = (
     ("pointing_game", "pointing game", True),
     ("relevance_mass", "relevance mass", True),
     ("ehr_auc", "EHR AUC", True),
+    ("completeness", "completeness", True),
+    ("soundness", "soundness", True),
     ("shapley_squared_error", "GT squared error", False),
     ("shapley_pearson", "GT Pearson", True),
     ("shapley_spearman", "GT Spearman", True),

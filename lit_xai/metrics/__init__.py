@@ -6,6 +6,7 @@ across batches and processes, and ``summary()`` adds Student-t confidence interv
 """
 
 from lit_xai.metrics.base import ExplanationMetric
+from lit_xai.metrics.completeness_soundness import CompletenessSoundness
 from lit_xai.metrics.eraser import Eraser
 from lit_xai.metrics.functional.confidence import (
     confidence_interval_from_moments,
@@ -24,6 +25,7 @@ __all__ = [
     "ShapleyError",
     "Localization",
     "Eraser",
+    "CompletenessSoundness",
     "mean_confidence_interval",
     "confidence_interval_from_moments",
     "t_quantile",

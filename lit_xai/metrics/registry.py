@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from lit_xai.masking import Masker
 from lit_xai.metrics.base import ExplanationMetric
+from lit_xai.metrics.completeness_soundness import CompletenessSoundness
 from lit_xai.metrics.eraser import Eraser
 from lit_xai.metrics.insertion_deletion import InsertionDeletion
 from lit_xai.metrics.localization import Localization
@@ -55,12 +56,15 @@ class MetricSpec:
             caller computes).
         defaults: default options for ``d`` players.
         monitor_defaults: defaults that replace those for a metric watched every epoch.
+        maps: what ``update`` takes: the map of the explained class ``(B, d)`` (``"target"``), or a map for every
+            class ``(B, d, C)`` (``"every_label"``: soundness scores the maps of the classes not predicted).
     """
 
     cls: type[ExplanationMetric]
     needs: Literal["masker", "players", "ground_truth"]
     defaults: Callable[[int], dict[str, Any]] = field(default=lambda d: {})
     monitor_defaults: Callable[[int], dict[str, Any]] = field(default=lambda d: {})
+    maps: Literal["target", "every_label"] = "target"
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -73,6 +77,12 @@ METRICS: dict[str, MetricSpec] = {
     "eraser": MetricSpec(Eraser, "masker"),
     "localization": MetricSpec(Localization, "players"),
     "shapley_error": MetricSpec(ShapleyError, "ground_truth"),
+    "completeness_soundness": MetricSpec(
+        CompletenessSoundness,
+        "masker",
+        monitor_defaults=lambda d: {"num_steps": min(d, MONITOR_CURVE_STEPS)},
+        maps="every_label",
+    ),
 }
 
 

@@ -5,6 +5,7 @@ apply to ViTs (token dropping), CNNs (baseline filling) and tabular models alike
 the target class; targets are ``(B,)`` class indices.
 """
 
+from lit_xai.metrics.functional.completeness_soundness import completeness_soundness
 from lit_xai.metrics.functional.confidence import (
     confidence_interval_from_moments,
     mean_confidence_interval,
@@ -33,6 +34,7 @@ __all__ = [
     "relevance_mass_accuracy",
     "effective_heat_ratio",
     "eraser",
+    "completeness_soundness",
     "mean_confidence_interval",
     "confidence_interval_from_moments",
     "t_quantile",
