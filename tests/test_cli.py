@@ -20,7 +20,7 @@ def run_train(*args: str, cwd: Path, env_extra: dict | None = None) -> subproces
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,  # a guard against hangs; a stage takes ~1 min, several times that on a busy machine
     )
 
 
