@@ -30,7 +30,13 @@ import torch
 from torch import Tensor
 
 from lit_xai.games import Game
-from lit_xai.shapley import MAX_EXACT_PLAYERS, _check_num_players, _enumerate, _evaluate, _result_dtype
+from lit_xai.shapley import (
+    MAX_EXACT_PLAYERS,
+    _check_num_players,
+    _evaluate,
+    _result_dtype,
+    enumerate_weighted,
+)
 
 __all__ = [
     "PermutationResult",
@@ -109,22 +115,7 @@ def exact_semivalue(game: Game, num_players: int, size_weights: Tensor, batch_si
         )
     q = _check_size_weights(size_weights, d)
     per_coalition = q / torch.tensor([math.comb(d - 1, s) for s in range(d)], dtype=torch.float64)
-    zero = torch.zeros(1, dtype=torch.float64)
-    device = getattr(game, "device", None)
-    plus = torch.cat([zero, per_coalition]).to(device)  # plus[k]: size-k coalitions that contain i
-    minus = torch.cat([per_coalition, zero]).to(device)  # minus[k]: size-k coalitions without i
-    phi = first = single = None
-    for start in range(0, 2**d, batch_size):
-        keep = _enumerate(start, min(start + batch_size, 2**d), d, device)
-        values, single = _evaluate(game, keep, first)
-        if first is None:
-            first = values
-            phi = torch.zeros(values.shape[0], d, values.shape[2], dtype=torch.float64, device=values.device)
-        size = keep.sum(1)
-        coef = torch.where(keep, plus[size].unsqueeze(1), -minus[size].unsqueeze(1)).to(values.device)
-        phi += torch.einsum("nd,bnc->bdc", coef, values.to(torch.float64))
-    phi = phi.to(_result_dtype(first))
-    return phi[0] if single else phi
+    return enumerate_weighted(game, d, per_coalition, batch_size)
 
 
 @dataclass

@@ -127,11 +127,20 @@ def exact_shapley(game: Game, num_players: int, batch_size: int = 4096) -> Tenso
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return enumerate_weighted(game, d, shapley_weights(d), batch_size)
+
+
+def enumerate_weighted(game: Game, d: int, weights: Tensor, batch_size: int) -> Tensor:
+    """``φ_i = Σ_{S ∌ i} w(|S|) (v(S ∪ i) - v(S))`` over every coalition, for per-coalition weights ``w`` ``(d,)``.
+
+    The one enumeration behind :func:`exact_shapley` and every exact semivalue
+    (:func:`lit_xai.semivalues.exact_semivalue`): coalition ``T`` enters ``φ_i`` with ``+w(|T| - 1)`` when ``i ∈ T``
+    and ``-w(|T|)`` otherwise; sums in float64, results in the game's dtype, ``(d, C)`` or ``(B, d, C)``.
+    """
     device = getattr(game, "device", None)
-    w = shapley_weights(d)
     zero = torch.zeros(1, dtype=torch.float64)
-    plus = torch.cat([zero, w]).to(device)  # plus[k] = w(k - 1): size-k coalitions containing i
-    minus = torch.cat([w, zero]).to(device)  # minus[k] = w(k): size-k coalitions missing i
+    plus = torch.cat([zero, weights]).to(device)  # plus[k] = w(k - 1): size-k coalitions containing i
+    minus = torch.cat([weights, zero]).to(device)  # minus[k] = w(k): size-k coalitions missing i
     phi = first = single = None
     for start in range(0, 2**d, batch_size):
         keep = _enumerate(start, min(start + batch_size, 2**d), d, device)
