@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, environment, write_json  # noqa: E402
+from benchmarks.common import RESULTS, command_line, environment, write_json  # noqa: E402
 from benchmarks.input_iba import score  # noqa: E402
 from benchmarks.supervision import CONFIGS, accuracy, build, fit, read_config, test_tensors  # noqa: E402
 from lit_xai.algorithms.causal_graph import (  # noqa: E402
@@ -171,7 +171,7 @@ def main() -> None:
     }
     payload = {
         "description": "causal explanatory graphs of SmallCNNs (plain, RRR) on decoy digits; stability vs GradCAM",
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "settings": vars(args),
         "layers": LAYERS,
         "results": results,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import logging
 import platform
+import shlex
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +34,11 @@ def environment() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
+
+
+def command_line() -> str:
+    """The command that produced a result, as a user types it from the repository root (not this machine's path)."""
+    return " ".join(["python -m", f"benchmarks.{Path(sys.argv[0]).stem}", shlex.join(sys.argv[1:])]).rstrip()
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, environment, write_json  # noqa: E402
+from benchmarks.common import RESULTS, command_line, environment, write_json  # noqa: E402
 from lit_xai.algorithms.relevant_subspaces import RelevantSubspaces, collect_pairs, drsa, prca  # noqa: E402
 from lit_xai.data.shapes import DISTRACTOR_COLOURS, TARGET_COLOUR, _shape_mask  # noqa: E402
 from lit_xai.io import atomic_open  # noqa: E402
@@ -226,7 +226,7 @@ def main() -> None:
     )
     payload = {
         "description": "DRSA / PRCA sub-maps (K=2) on correctly classified positives of two-shape images",
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "classifier": {"channels": args.channels, "epochs": args.train_epochs, "test_accuracy": accuracy},
         "num_explained": int(chosen.sum()),
         "pairs": {"count": len(pairs.activations), "images": pairs.num_images},

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, environment, print_table, write_json  # noqa: E402
+from benchmarks.common import RESULTS, command_line, environment, print_table, write_json  # noqa: E402
 from lit_xai.algorithms.input_iba import IBA, InputIBA  # noqa: E402
 from lit_xai.attribution import GradCAM, Gradient, IntegratedGradients  # noqa: E402
 from lit_xai.data import ShapesDataModule  # noqa: E402
@@ -108,8 +109,8 @@ def save_figure(path: Path, x, annotation, maps: dict[str, torch.Tensor], rows: 
             else:
                 ax.imshow(values[i].numpy(), cmap="inferno")
             ax.axis("off")
-            if i == 0:
-                ax.set_title(name, fontsize=9)
+            if i == 0:  # long method names wrap instead of running into the next column's title
+                ax.set_title(textwrap.fill(name, 20), fontsize=8)
     fig.tight_layout()
     with atomic_open(path, "wb") as handle:  # a killed run leaves the old figure, never half of one
         fig.savefig(handle, format="png", dpi=90)
@@ -200,7 +201,7 @@ def main() -> None:
     )  # fmt: skip
     payload = {
         "description": "InputIBA vs baselines on ShapesDataModule test images (target = true label)",
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "num_images": len(x),
         "classifier": {"channels": args.channels, "epochs": args.train_epochs, "test_accuracy": accuracy},
         "explainer_config": explainer_cfg,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, environment, print_table, write_json  # noqa: E402
+from benchmarks.common import RESULTS, command_line, environment, print_table, write_json  # noqa: E402
 from benchmarks.input_iba import save_figure, score, timed, train_classifier  # noqa: E402
 from lit_xai.attribution import GradCAM, ShapCAM  # noqa: E402
 from lit_xai.data import ShapesDataModule  # noqa: E402
@@ -58,7 +58,7 @@ def main() -> None:
     save_figure(RESULTS / "shap_cam.png", x, annotation, figure)
     payload = {
         "description": "Shap-CAM vs GradCAM on ShapesDataModule test images (target = true label), per layer",
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "num_images": len(x),
         "classifier": {"channels": args.channels, "epochs": args.train_epochs, "test_accuracy": accuracy},
         "kernel_evaluations_per_image": args.kernel_evaluations,
