@@ -1,10 +1,10 @@
 """Explanation vs prediction (Karimi, Muandet, Kornblith, Schölkopf & Kim, "On the Relationship Between Explanation
-and Prediction: A Causal View", ICML 2023, arXiv 2212.06925) on a zoo of small digits CNNs.
+and Prediction: A Causal View", ICML 2023, arXiv 2212.06925) on a zoo of small digits MLPs.
 
 The zoo. A seeded random sample of hyperparameters, drawn independently of each other (so each is a randomised
 treatment: no confounding between them), over the ranges of the Unterthiner et al. (2020) CNN zoo the paper
 analyses: optimiser (SGD, Adam, RMSprop), learning rate (log-uniform 1e-4..1e-1), weight decay (log-uniform
-1e-8..1e-2), dropout before the head (uniform 0..0.7), train fraction (0.1, 0.25, 0.5, 1.0 of the training split) and
+1e-8..1e-2), dropout (uniform 0..0.7), train fraction (0.1, 0.25, 0.5, 1.0 of the training split) and
 seed (initialisation, data order and which training digits are kept). Each model is an MLP 64-64-64-10 (dropout
 after each hidden layer) trained for a fixed number of epochs by ``ClassifierModule`` (the project's classifier,
 with the sampled optimiser at a constant learning rate) in one quiet Lightning run, on the digits of
@@ -20,16 +20,20 @@ digit, zero fill, softmax probabilities, :func:`lit_xai.ground_truth.shapley_gro
 on all held-out digits. Each finished model's row is appended to ``benchmarks/results/e_vs_y_models.jsonl`` (a
 stopped run resumes where it stopped and nothing finished is lost).
 
-The analysis (:mod:`lit_xai.mediation`): the paper measures individual treatment effects as distances between the
-potential outcomes of a pair of models (units), for Y and for E. Here, for every pair of models in a bin, the
-treatment is the vector of hyperparameter differences and the outcomes are d_Y (mean total-variation distance between
-the two models' softmax vectors on the probe digits) and d_E (mean cosine distance between their explanations). A
-linear mediation model on the pairs gives, per hyperparameter, the total effect on E, its direct part and the part
-mediated by Y, and the direct influence of Y on E (the path Y -> E with the hyperparameters held fixed),
-binned by accuracy tertile; ``--analyse-only`` recomputes them from the JSONL without training.
+The analysis (:mod:`lit_xai.mediation`). The paper intervenes on hyperparameters and measures treatment effects on
+Y and on E and Y's direct influence on E, by performance bucket; its method section (which distances, which
+estimator) could not be consulted here, so the representation is our choice, made to follow that design. Every
+pair of models in a bin is a unit: its treatment is the vector of hyperparameter differences, its outcomes d_Y (mean
+total-variation distance between the two models' softmax vectors on the probe digits: bounded, and zero exactly
+when the predictions agree) and d_E (mean cosine distance between their maps: blind to a map's scale, which grows
+with a model's confidence without the map meaning anything else). A linear mediation model on the pairs gives, per
+hyperparameter, the total effect on E, its direct part and the part through Y; the headline is Y's direct influence
+on E, the partial correlation of d_E and d_Y with the hyperparameter differences held fixed (scale-free, so the
+accuracy tertiles, whose spreads of d_Y differ, compare), with 95 % intervals from a bootstrap over the models.
+``--analyse-only`` recomputes everything from the JSONL without training.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.e_vs_y                  # the zoo (about half an hour on one core)
-    OMP_NUM_THREADS=1 python -m benchmarks.e_vs_y --analyse-only   # the mediation analysis only (seconds)
+    OMP_NUM_THREADS=1 python -m benchmarks.e_vs_y                  # the zoo (18 min on one shared core)
+    OMP_NUM_THREADS=1 python -m benchmarks.e_vs_y --analyse-only   # the analysis only (about a minute)
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@ predictions Y (Karimi, Muandet, Kornblith, Schölkopf & Kim, "On the Relationshi
 A Causal View", ICML 2023, arXiv 2212.06925).
 
 The causal graph is ``H -> Y -> E`` plus ``H -> E``: hyperparameters H (randomised, so unconfounded) shape the
-trained model, whose predictions Y on fixed inputs are explained by E. The paper measures individual treatment
-effects between pairs of models as distances between their potential outcomes; with a random (not matched) zoo,
+trained model, whose predictions Y on fixed inputs are explained by E. The paper measures the treatment effects of
+hyperparameters on Y and E and the part of the effect on E not through Y; this module's estimator is our own (the
+paper's exact estimator could not be consulted here). Treatment effects on high-dimensional outcomes are taken as
+distances between the outcomes of two units; with a random (not matched) zoo,
 every pair of models ``(i, j)`` is a unit whose treatment is the vector of hyperparameter differences
 ``|h_i - h_j|`` (an indicator of inequality for a categorical one), and whose outcomes are the distances
 ``d_Y(i, j)`` and ``d_E(i, j)``. The effects are read from the linear structural model (Baron & Kenny, 1986) fitted
