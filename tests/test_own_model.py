@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,67 @@ def test_an_own_method_by_import_path_is_scored_like_the_builtin_one(tmp_path, m
     assert results["methods"]["mine"]["kind"] == "own"
     for score in ("insertion_auc", "deletion_auc"):
         assert ours[score]["mean"] == pytest.approx(builtin[score]["mean"], abs=1e-6)
+
+
+CNN_SPEC = {
+    "factory": "lit_xai.models:build_model",
+    "kwargs": {"name": "cnn", "in_chans": 1},
+    "num_classes": 10,
+    "patch_size": 2,
+    "image_size": 8,
+}
+
+
+def test_captum_methods_are_scored_like_our_baselines_in_one_run(tmp_path):
+    pytest.importorskip("captum")  # in the dev extra: never skipped in CI
+    torch.manual_seed(0)
+    torch.save(SmallCNN(in_chans=1, num_classes=10).state_dict(), tmp_path / "cnn.pt")
+    results = evaluate(
+        tmp_path,
+        {**CNN_SPEC, "weights": str(tmp_path / "cnn.pt")},
+        baselines=["leave_one_out", "integrated_gradients"],
+        baseline_kwargs={"integrated_gradients": {"steps": 16}},
+        captum_methods={
+            "captum_ablation": {"class": "FeatureAblation", "perturbations_per_eval": 8},
+            "captum_ig": {"class": "IntegratedGradients", "n_steps": 16},
+        },
+        metrics=["insertion_deletion", "sensitivity_n"],
+    )
+    methods = results["methods"]
+    assert methods["captum_ig"]["kind"] == "captum"
+    for theirs, ours in (("captum_ablation", "leave_one_out"), ("captum_ig", "integrated_gradients")):
+        for score, value in methods[ours]["scores"].items():
+            assert methods[theirs]["scores"][score]["mean"] == pytest.approx(value["mean"], abs=1e-5), score
+    assert "captum_ig" in (tmp_path / "out/results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("captum_methods", "message"),
+    [
+        ({"ig": {"n_steps": 8}}, "captum_methods.ig must be a mapping with 'class'"),
+        (
+            {"ig": {"class": "IntegratedGradients", "steps": 8}},
+            "captum_methods.ig: IntegratedGradients: unknown option 'steps'",
+        ),
+        ({"ig": {"class": "LayerGradCam"}}, "captum_methods.ig: LayerGradCam: layer and neuron methods"),
+    ],
+)
+def test_bad_captum_methods_are_one_line_before_any_work(tmp_path, capsys, captum_methods, message):
+    pytest.importorskip("captum")
+    with pytest.raises(SystemExit) as stop:
+        evaluate(tmp_path, {**CNN_SPEC}, captum_methods=captum_methods)
+    error = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and message in error and "\n" not in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_captum_the_one_line_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "captum", None)  # as if captum were not installed
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    with pytest.raises(SystemExit) as stop:
+        evaluate(tmp_path, {**CNN_SPEC}, captum_methods={"ig": {"class": "IntegratedGradients"}})
+    error = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and 'pip install "lit_xai[captum]"' in error and "\n" not in error, error
 
 
 def test_an_own_method_path_without_a_function_is_one_line(tmp_path, capsys):
