@@ -213,10 +213,11 @@ def code_blocks(section: str, language: str) -> list[str]:
     return [block.split("```", 1)[0] for block in section.split(f"```{language}\n")[1:]]
 
 
-@pytest.mark.slow  # about 40 s on one thread
+@pytest.mark.slow  # about 60 s on one thread
 def test_readme_explain_your_own_model_runs_as_written(tmp_path, monkeypatch):
+    pytest.importorskip("captum")  # in the dev extra: never skipped in CI
     section = readme_section("Explain your own model")
-    (config,), (methods,), (command, surrogate) = (
+    (config,), (methods,), (command, stages, together) = (
         code_blocks(section, lang) for lang in ("yaml", "python", "bash")
     )
     monkeypatch.chdir(tmp_path)
@@ -232,14 +233,30 @@ def test_readme_explain_your_own_model_runs_as_written(tmp_path, monkeypatch):
     assert words[:3] == ["PYTHONPATH=.", "python", "evaluate.py"], command
     with contextlib.redirect_stdout(io.StringIO()):
         results = main(words[3:])
-    assert set(results["methods"]) == {"my_saliency", "gradient", "leave_one_out", "random"}
-    assert (tmp_path / "outputs/eval/my_model/results.md").is_file()
-    # The surrogate stage starts from the same weights file (a few steps here).
-    words = shlex.split(surrogate)
-    assert words[:3] == ["python", "train.py", "fit"], surrogate
+    named = {"my_saliency", "captum_ig", "captum_shapley", "gradient", "leave_one_out", "random"}
+    assert set(results["methods"]) == named
+    table = (tmp_path / "outputs/eval/my_model/results.md").read_text()
+    assert all(f"| {name} |" in table for name in named), table
+    # The surrogate and explainer stages start from the same weights file (one step each here) ...
     short = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
-    train_main([*words[2:], *short])
-    assert (tmp_path / "outputs/image_folder/surrogate/checkpoints/best.ckpt").is_file()
+    for line, stage in zip(stages.strip().splitlines(), ("surrogate", "explainer"), strict=True):
+        words = shlex.split(line)
+        assert words[:3] == ["python", "train.py", "fit"], line
+        train_main([*words[2:], *short])
+        assert (tmp_path / f"outputs/image_folder/{stage}/checkpoints/best.ckpt").is_file()
+    # ... and the learned explainer is scored next to the model's other explanations, in the same table.
+    words = shlex.split(together)
+    assert words[:3] == ["PYTHONPATH=.", "python", "evaluate.py"], together
+    with contextlib.redirect_stdout(io.StringIO()), pytest.warns(UserWarning, match="different surrogate"):
+        results = main(words[3:])
+    assert set(results["methods"]) == named | {"explainer"}
+    assert "| explainer (explainer) |" in (tmp_path / "outputs/eval/my_model/results.md").read_text()
+    assert any("explainer was trained for a different surrogate" in note for note in results["notes"])
+    # --model null: every method scored through the explainer's surrogate (no note about a different one).
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = main([*words[3:], "--model", "null", "--output_dir", "outputs/eval/surrogate"])
+    assert set(results["methods"]) == named | {"explainer"}
+    assert not any("different surrogate" in note for note in results["notes"]), results["notes"]
 
 
 def test_surrogate_and_explainer_start_from_weights_saved_elsewhere(tmp_path):
