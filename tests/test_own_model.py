@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,67 @@ def test_an_own_method_by_import_path_is_scored_like_the_builtin_one(tmp_path, m
         assert ours[score]["mean"] == pytest.approx(builtin[score]["mean"], abs=1e-6)
 
 
+CNN_SPEC = {
+    "factory": "lit_xai.models:build_model",
+    "kwargs": {"name": "cnn", "in_chans": 1},
+    "num_classes": 10,
+    "patch_size": 2,
+    "image_size": 8,
+}
+
+
+def test_captum_methods_are_scored_like_our_baselines_in_one_run(tmp_path):
+    pytest.importorskip("captum")  # in the dev extra: never skipped in CI
+    torch.manual_seed(0)
+    torch.save(SmallCNN(in_chans=1, num_classes=10).state_dict(), tmp_path / "cnn.pt")
+    results = evaluate(
+        tmp_path,
+        {**CNN_SPEC, "weights": str(tmp_path / "cnn.pt")},
+        baselines=["leave_one_out", "integrated_gradients"],
+        baseline_kwargs={"integrated_gradients": {"steps": 16}},
+        captum_methods={
+            "captum_ablation": {"class": "FeatureAblation", "perturbations_per_eval": 8},
+            "captum_ig": {"class": "IntegratedGradients", "n_steps": 16},
+        },
+        metrics=["insertion_deletion", "sensitivity_n"],
+    )
+    methods = results["methods"]
+    assert methods["captum_ig"]["kind"] == "captum"
+    for theirs, ours in (("captum_ablation", "leave_one_out"), ("captum_ig", "integrated_gradients")):
+        for score, value in methods[ours]["scores"].items():
+            assert methods[theirs]["scores"][score]["mean"] == pytest.approx(value["mean"], abs=1e-5), score
+    assert "captum_ig" in (tmp_path / "out/results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("captum_methods", "message"),
+    [
+        ({"ig": {"n_steps": 8}}, "captum_methods.ig must be a mapping with 'class'"),
+        (
+            {"ig": {"class": "IntegratedGradients", "steps": 8}},
+            "captum_methods.ig: IntegratedGradients: unknown option 'steps'",
+        ),
+        ({"ig": {"class": "LayerGradCam"}}, "captum_methods.ig: LayerGradCam: layer and neuron methods"),
+    ],
+)
+def test_bad_captum_methods_are_one_line_before_any_work(tmp_path, capsys, captum_methods, message):
+    pytest.importorskip("captum")
+    with pytest.raises(SystemExit) as stop:
+        evaluate(tmp_path, {**CNN_SPEC}, captum_methods=captum_methods)
+    error = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and message in error and "\n" not in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_captum_the_one_line_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "captum", None)  # as if captum were not installed
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    with pytest.raises(SystemExit) as stop:
+        evaluate(tmp_path, {**CNN_SPEC}, captum_methods={"ig": {"class": "IntegratedGradients"}})
+    error = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and 'pip install "lit_xai[captum]"' in error and "\n" not in error, error
+
+
 def test_an_own_method_path_without_a_function_is_one_line(tmp_path, capsys):
     spec = {"timm": "vit_tiny_patch16_224", "num_classes": 10, "kwargs": TINY_VIT}
     with pytest.raises(SystemExit):
@@ -151,10 +213,11 @@ def code_blocks(section: str, language: str) -> list[str]:
     return [block.split("```", 1)[0] for block in section.split(f"```{language}\n")[1:]]
 
 
-@pytest.mark.slow  # about 40 s on one thread
+@pytest.mark.slow  # about 3 min of CPU: three evaluations and two training steps
 def test_readme_explain_your_own_model_runs_as_written(tmp_path, monkeypatch):
+    pytest.importorskip("captum")  # in the dev extra: never skipped in CI
     section = readme_section("Explain your own model")
-    (config,), (methods,), (command, surrogate) = (
+    (config,), (methods,), (command, stages, together) = (
         code_blocks(section, lang) for lang in ("yaml", "python", "bash")
     )
     monkeypatch.chdir(tmp_path)
@@ -170,14 +233,33 @@ def test_readme_explain_your_own_model_runs_as_written(tmp_path, monkeypatch):
     assert words[:3] == ["PYTHONPATH=.", "python", "evaluate.py"], command
     with contextlib.redirect_stdout(io.StringIO()):
         results = main(words[3:])
-    assert set(results["methods"]) == {"my_saliency", "gradient", "leave_one_out", "random"}
-    assert (tmp_path / "outputs/eval/my_model/results.md").is_file()
-    # The surrogate stage starts from the same weights file (a few steps here).
-    words = shlex.split(surrogate)
-    assert words[:3] == ["python", "train.py", "fit"], surrogate
+    named = {"my_saliency", "captum_ig", "captum_shapley", "gradient", "leave_one_out", "random"}
+    assert set(results["methods"]) == named
+    table = (tmp_path / "outputs/eval/my_model/results.md").read_text()
+    assert all(f"| {name} |" in table for name in named), table
+    # The surrogate and explainer stages start from the same weights file (one step each here) ...
     short = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
-    train_main([*words[2:], *short])
-    assert (tmp_path / "outputs/image_folder/surrogate/checkpoints/best.ckpt").is_file()
+    for line, stage in zip(stages.strip().splitlines(), ("surrogate", "explainer"), strict=True):
+        words = shlex.split(line)
+        assert words[:3] == ["python", "train.py", "fit"], line
+        train_main([*words[2:], *short])
+        assert (tmp_path / f"outputs/image_folder/{stage}/checkpoints/best.ckpt").is_file()
+    # ... and the learned explainer is scored next to the model's other explanations, in the same table.
+    words = shlex.split(together)
+    assert words[:3] == ["PYTHONPATH=.", "python", "evaluate.py"], together
+    with contextlib.redirect_stdout(io.StringIO()), pytest.warns(UserWarning, match="different surrogate"):
+        results = main(
+            [*words[3:], "--num_images", "2"]
+        )  # fewer images than above: the table's rows are checked
+    assert set(results["methods"]) == named | {"explainer"}
+    assert "| explainer (explainer) |" in (tmp_path / "outputs/eval/my_model/results.md").read_text()
+    assert any("explainer was trained for a different surrogate" in note for note in results["notes"])
+    # --model null: every method scored through the explainer's surrogate (no note about a different one).
+    cheap = ["--num_images", "1", "--metrics", "[insertion_deletion]", "--baselines", "[random]"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = main([*words[3:], "--model", "null", "--output_dir", "outputs/eval/surrogate", *cheap])
+    assert set(results["methods"]) == {"my_saliency", "captum_ig", "captum_shapley", "random", "explainer"}
+    assert not any("different surrogate" in note for note in results["notes"]), results["notes"]
 
 
 def test_surrogate_and_explainer_start_from_weights_saved_elsewhere(tmp_path):

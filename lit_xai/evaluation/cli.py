@@ -43,6 +43,7 @@ def prepare(
         classifier,
         seed=settings.seed,
         own_methods=settings.own_methods,
+        captum_methods=settings.captum_methods,
     )
     return EvaluationModule(
         scorer,

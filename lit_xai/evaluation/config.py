@@ -18,6 +18,7 @@ import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from lit_xai.attribution import ATTRIBUTIONS
+from lit_xai.attribution.captum_adapter import split_captum_options
 from lit_xai.ground_truth import resolve_estimator
 from lit_xai.metrics.registry import METRICS as METRIC_REGISTRY
 from lit_xai.models import ClassifierSpec
@@ -48,6 +49,10 @@ class EvaluationSettings:
         own_methods: explanation methods of your own, ``{name: "package.module:function"}``; each is called as
             ``function(model, x, target)`` with autograd on and returns per-player values ``(B, d)`` or a map in the
             input's layout (``(B, H, W)``, ``(B, C, H, W)`` or ``(B, F)``), which is summed onto the players.
+        captum_methods: captum attribution classes (``pip install "lit_xai[captum]"``), ``{name: {class:
+            IntegratedGradients, n_steps: 32}}``: every other key is an option of the class or of its ``attribute``
+            (and ``link``, ``seed``). Perturbation methods remove players through the scoring masker, gradient
+            methods explain the network like the gradient baselines (:mod:`lit_xai.attribution.captum_adapter`).
         metrics: ``insertion_deletion``, ``sensitivity_n``, ``eraser``, ``localization`` (runs when the data has
             an ``annotation``), ``completeness_soundness`` (every class is explained for it, untimed).
         metric_kwargs: per-metric options, e.g. ``{sensitivity_n: {subset_sizes: [2, 4, 8]}}``.
@@ -74,6 +79,7 @@ class EvaluationSettings:
         default_factory=lambda: ["gradient", "integrated_gradients", "leave_one_out", "random"]
     )
     own_methods: dict[str, str] = field(default_factory=dict)
+    captum_methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=lambda: ["insertion_deletion", "sensitivity_n", "eraser"])
     metric_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -194,7 +200,14 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
     for name, path in settings.own_methods.items():
         if ":" not in str(path):
             raise ValueError(f"own_methods.{name} must read 'package.module:function', got {path!r}")
-    names = list(explainers) + list(settings.baselines) + list(settings.own_methods)
+    for name, spec in settings.captum_methods.items():
+        check_captum_method(name, spec)
+    names = (
+        list(explainers)
+        + list(settings.baselines)
+        + list(settings.own_methods)
+        + list(settings.captum_methods)
+    )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"method name(s) used twice: {', '.join(repeated)}; give every method its own name")
@@ -242,6 +255,20 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
                 f"checkpoint not found: {path} (check the path, or train that stage first: make demo)"
             )
     return explainers
+
+
+def check_captum_method(name: str, spec: Any) -> None:
+    """``captum_methods.<name>``: a mapping with ``class`` (a ``captum.attr`` class) and options it accepts."""
+    if not isinstance(spec, dict) or "class" not in spec:
+        raise ValueError(
+            f"captum_methods.{name} must be a mapping with 'class' (e.g. {{class: IntegratedGradients, n_steps: 32}}), "
+            f"got {spec!r}"
+        )
+    options = {key: value for key, value in spec.items() if key not in ("class", "link", "seed")}
+    try:
+        split_captum_options(spec["class"], options)
+    except (ImportError, ValueError) as err:
+        raise ValueError(f"captum_methods.{name}: {err}") from None
 
 
 def base_method(name: str) -> str:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from lit_xai.algorithms.vit_shapley import ExplainerModule, SurrogateModule
 from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker
 from lit_xai.attribution import ATTRIBUTIONS, PerturbationAttribution, RandomAttribution, build_attribution
+from lit_xai.attribution.captum_adapter import CaptumAttribution, captum_class
 from lit_xai.evaluation.config import accepted_options, base_method
 from lit_xai.masking import Masker
 from lit_xai.models import ClassifierSpec, backbone_from_checkpoint, load_classifier_spec, read_checkpoint
@@ -66,7 +67,8 @@ class Method:
 
     Attributes:
         name: its row in the report.
-        kind: ``"explainer"`` (learned, amortized), ``"baseline"`` or ``"own"`` (the user's, by import path).
+        kind: ``"explainer"`` (learned, amortized), ``"baseline"``, ``"own"`` (the user's, by import path) or
+            ``"captum"`` (a captum class).
         explain: ``explain(x, target) -> (B, d)`` per-player attributions for ``target``.
         networks: the networks whose forward passes make up the method's cost (counted per image).
         generator: a random generator the method draws from across calls; reseeded per batch so that results do
@@ -187,6 +189,7 @@ def build_methods(
     classifier: nn.Module | None = None,
     seed: int = 0,
     own_methods: Mapping[str, str] | None = None,
+    captum_methods: Mapping[str, Mapping] | None = None,
 ) -> list[Method]:
     """The explainers followed by the baselines, each ready to call.
 
@@ -221,7 +224,28 @@ def build_methods(
         )
     model = classifier if classifier is not None else scorer.model
     methods += [own_method(name, path, model, scorer.players) for name, path in (own_methods or {}).items()]
+    for name, spec in (captum_methods or {}).items():
+        methods.append(captum_method(name, spec, scorer, classifier, seed))
     return methods
+
+
+def captum_method(
+    name: str, spec: Mapping, scorer: Scorer, classifier: nn.Module | None = None, seed: int = 0
+) -> Method:
+    """A captum attribution class (``spec``: ``class`` and its options), through
+    :class:`~lit_xai.attribution.captum_adapter.CaptumAttribution`: perturbation methods play the scorer's game, gradient
+    methods explain ``classifier`` when given, else the scorer's network (as the gradient baselines do)."""
+    options = {key: value for key, value in spec.items() if key != "class"}
+    options.setdefault("seed", seed)
+    _, kind = captum_class(spec["class"])
+    model = classifier if kind == "gradient" and classifier is not None else scorer.model
+    try:
+        method = CaptumAttribution(model, scorer.players, spec["class"], masker=scorer.masker, **options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"captum method {name!r} cannot be built for this model: {err}") from err
+    return Method(
+        name, "captum", method.attribute, (model,), generator=method.generator, model_based=kind == "gradient"
+    )
 
 
 def own_method(name: str, path: str, model: nn.Module, players) -> Method:
