@@ -19,9 +19,9 @@ from lit_xai.algorithms.input_iba import (
     WelfordEstimator,
     bottleneck_kl,
     estimate_layer_statistics,
-    gaussian_smooth,
 )
-from lit_xai.algorithms.input_iba.bottleneck import image_generators, per_image_normal
+from lit_xai.algorithms.input_iba.bottleneck import image_generators, per_image_normal, smoothing_radius
+from lit_xai.masking import gaussian_blur
 from lit_xai.models import SmallCNN
 
 TINY_GAN = {"epochs": 2, "samples_per_epoch": 16, "batch_size": 8, "critic_iter": 2, "critic_channels": 4}
@@ -129,8 +129,15 @@ def test_kl_matches_the_closed_form_of_two_gaussians():
 
 def test_smoothing_is_normalised_so_one_minus_lambda_is_exact():
     a = torch.rand(2, 3, 5, 5)
-    torch.testing.assert_close(gaussian_smooth(1 - a, 1.0), 1 - gaussian_smooth(a, 1.0))
-    torch.testing.assert_close(gaussian_smooth(torch.ones(1, 1, 3, 3), 1.0), torch.ones(1, 1, 3, 3))
+    radius = smoothing_radius(1.0)
+    torch.testing.assert_close(gaussian_blur(1 - a, 1.0, radius), 1 - gaussian_blur(a, 1.0, radius))
+    torch.testing.assert_close(gaussian_blur(torch.ones(1, 1, 3, 3), 1.0, radius), torch.ones(1, 1, 3, 3))
+    # The bottleneck's (lambda, 1 - lambda) pair sums to one after smoothing, however large alpha gets.
+    bottleneck = PerImageBottleneck((2, 3, 5, 5), torch.zeros(3, 1, 1), torch.ones(3, 1, 1), sigma=1.0)
+    with torch.no_grad():
+        bottleneck.alpha.copy_(torch.randn(2, 3, 5, 5) * 4)
+    lam, one_minus = bottleneck.lambdas()
+    torch.testing.assert_close(lam + one_minus, torch.ones_like(lam))
 
 
 def _region_setup():

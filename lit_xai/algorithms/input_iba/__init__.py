@@ -1,7 +1,7 @@
 """Information bottleneck attribution: IBA (Schulz et al., ICLR 2020) and InputIBA with a learned generative
 prior (Zhang et al., NeurIPS 2021)."""
 
-from lit_xai.algorithms.input_iba.bottleneck import PerImageBottleneck, bottleneck_kl, gaussian_smooth
+from lit_xai.algorithms.input_iba.bottleneck import PerImageBottleneck, bottleneck_kl
 from lit_xai.algorithms.input_iba.explainer import IBA, BottleneckConfig, InputIBA, upsample_bits
 from lit_xai.algorithms.input_iba.lightning_model import GANConfig, GenerativePriorModule
 from lit_xai.algorithms.input_iba.statistics import (
@@ -24,7 +24,6 @@ __all__ = [
     "resolve_layer",
     "PerImageBottleneck",
     "bottleneck_kl",
-    "gaussian_smooth",
     "upsample_bits",
     "BatchedCritic",
     "MaskGenerator",
