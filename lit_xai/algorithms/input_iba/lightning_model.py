@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from lit_xai.algorithms.input_iba.bottleneck import PerImageBottleneck, per_image_normal
 from lit_xai.algorithms.input_iba.torch_model import BatchedCritic, MaskGenerator, feature_grid
+from lit_xai.checkpoint_identity import RecordsStage
 
 __all__ = ["GANConfig", "GenerativePriorModule"]
 
@@ -73,7 +74,7 @@ class GANConfig:
         return max(1, self.samples_per_epoch // self.batch_size)
 
 
-class GenerativePriorModule(L.LightningModule):
+class GenerativePriorModule(RecordsStage, L.LightningModule):
     """Train the per-image generative priors of a batch of images.
 
     Args:
