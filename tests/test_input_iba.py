@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from lit_xai.algorithms.input_iba import (
     IBA,
     BatchedCritic,
     GANConfig,
-    GenerativePriorModule,
+    GenerativePrior,
     InputIBA,
     LayerStatistics,
     PerImageBottleneck,
@@ -23,6 +24,8 @@ from lit_xai.algorithms.input_iba import (
 from lit_xai.algorithms.input_iba.bottleneck import image_generators, per_image_normal, smoothing_radius
 from lit_xai.masking import gaussian_blur
 from lit_xai.models import SmallCNN
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_GAN = {"epochs": 2, "samples_per_epoch": 16, "batch_size": 8, "critic_iter": 2, "critic_channels": 4}
 
@@ -182,21 +185,15 @@ def _prior_module(config: GANConfig, n_images: int = 2):
     with torch.enable_grad():
         bottleneck, features, _ = iba.fit(x, target, range(n_images))
     stats = iba.statistics
-    module = GenerativePriorModule(
+    module = GenerativePrior(
         model, iba.module, x, features, bottleneck, torch.full((n_images, 8, 8), 0.5), stats.input_mean,
         stats.input_std, image_generators(0, range(n_images), 1, x.device), config,
     )  # fmt: skip
     return module
 
 
-def _fit(module: GenerativePriorModule) -> None:
-    import lightning as L
-
-    trainer = L.Trainer(
-        max_epochs=module.config.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu",
-    )  # fmt: skip
-    trainer.fit(module)
+def _fit(module: GenerativePrior) -> None:
+    module.fit()
 
 
 def test_critic_learns_to_separate_and_generator_steps_close_the_gap():
@@ -342,7 +339,7 @@ def test_config_runner_writes_maps(tmp_path):
     from lit_xai.algorithms.input_iba.__main__ import main
 
     config = {
-        "model": {"name": "cnn", "num_classes": 4, "in_chans": 3, "channels": [4, 4, 8]},
+        "model": {"timm": "cnn", "num_classes": 4, "kwargs": {"in_chans": 3, "channels": [4, 4, 8]}},
         "data": {
             "class_path": "lit_xai.data.ShapesDataModule",
             "init_args": {"num_train": 120, "num_val": 4, "num_test": 4, "batch_size": 60},
@@ -365,3 +362,24 @@ def test_config_runner_writes_maps(tmp_path):
     assert set(maps) == {"InputIBA", "prior", "feature IBA", "IBA"} and maps["InputIBA"].shape == (2, 32, 32)
     saved = torch.load(tmp_path / "out" / "maps.pt", weights_only=True)
     assert saved["annotation"].shape == (2, 32, 32) and (tmp_path / "out" / "maps.png").is_file()
+
+
+@pytest.mark.parametrize("config", ["shapes/input_iba.yaml", "image_folder/input_iba.yaml"])
+def test_the_configs_parse_and_a_misspelled_key_is_an_error(config, capsys):
+    """The InputIBA command is on jsonargparse: the shipped configs parse, flags override them, --print_config
+    shows the result, and a key that means nothing is refused instead of ignored."""
+    from jsonargparse import ArgumentError
+
+    from lit_xai.algorithms.input_iba.__main__ import build_parser
+
+    parser = build_parser()
+    path = str(ROOT / "configs" / config)
+    cfg = parser.parse_args(["--config", path, "--explainer.gan.epochs", "3"])
+    assert cfg.explainer.gan.epochs == 3 and cfg.explainer.layer in ("features", "layer2")
+    assert cfg.explainer.feature.beta == 20.0  # InputIBA's default where the config is silent or the paper's
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--config", path, "--print_config"])
+    assert "critic_lr" in capsys.readouterr().out
+    parser.exit_on_error = False
+    with pytest.raises(ArgumentError, match="btea"):
+        parser.parse_args(["--config", path, "--explainer.feature", "{btea: 3}"])

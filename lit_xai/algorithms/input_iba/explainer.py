@@ -6,7 +6,7 @@
 * :class:`InputIBA` -- Zhang, Khakzar, Li, Farshad, Kim & Navab, *Fine-Grained Neural Network Explanation by
   Identifying Input Features with Predictive Information*, NeurIPS 2021: (1) the feature bottleneck above,
   (2) a per-image Wasserstein GAN that learns an input mask whose features match the feature bottleneck's
-  distribution (:mod:`.lightning_model`), (3) a bottleneck on the input whose KL is taken against that learned
+  distribution (:mod:`.prior`), (3) a bottleneck on the input whose KL is taken against that learned
   prior; its ``lambda``, averaged over channels, is the map.
 
 All stages process a batch of images together, each image with its own parameters and its own random stream
@@ -15,15 +15,12 @@ All stages process a batch of images together, each image with its own parameter
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
@@ -34,7 +31,7 @@ from lit_xai.algorithms.input_iba.bottleneck import (
     optimise_bottleneck,
     upsample_bits,
 )
-from lit_xai.algorithms.input_iba.lightning_model import GANConfig, GenerativePriorModule
+from lit_xai.algorithms.input_iba.prior import GANConfig, GenerativePrior
 from lit_xai.algorithms.input_iba.statistics import LayerStatistics, estimate_layer_statistics
 from lit_xai.algorithms.input_iba.torch_model import feature_grid
 from lit_xai.io import atomic_save, safe_torch_load
@@ -43,6 +40,9 @@ from lit_xai.layers import layer_output, resolve_layer
 __all__ = ["BottleneckConfig", "GANConfig", "IBA", "InputIBA", "upsample_bits"]
 
 _FEATURE_STAGE, _GAN_STAGE, _INPUT_STAGE = 0, 1, 2
+#: InputIBA's settings of its two bottlenecks where they differ from IBA's (Zhang et al.: beta 20, 60 input steps).
+FEATURE_DEFAULTS = {"beta": 20.0}
+INPUT_DEFAULTS = {"beta": 20.0, "steps": 60}
 
 
 def _config(cls, value, **defaults):
@@ -225,18 +225,6 @@ class IBA:
                     yield x[start:stop], target[start:stop], range(start, stop)
 
 
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's per-fit banners (one GAN fit runs per chunk of images)."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 class InputIBA(IBA):
     """Input bottleneck with a learned generative prior (Zhang et al., NeurIPS 2021).
 
@@ -250,7 +238,7 @@ class InputIBA(IBA):
         input: :class:`BottleneckConfig` (or a dict) of the input stage; paper: ``beta=20``, 60 steps.
         batch_size: images processed together in every stage.
         seed: seed of all per-image randomness.
-        progress: show progress bars (the GAN stage uses Lightning's).
+        progress: show progress bars.
         num_prefix_tokens: for ViT layers (see :class:`IBA`).
     """
 
@@ -267,12 +255,12 @@ class InputIBA(IBA):
         progress: bool = False,
         num_prefix_tokens: int | None = None,
     ) -> None:
-        feature = _config(BottleneckConfig, feature, beta=20.0)
+        feature = _config(BottleneckConfig, feature, **FEATURE_DEFAULTS)
         super().__init__(
             model, layer, statistics, batch_size, seed, progress, num_prefix_tokens, **asdict(feature)
         )
         self.gan_config = _config(GANConfig, gan)
-        self.input_config = _config(BottleneckConfig, input, beta=20.0, steps=60)
+        self.input_config = _config(BottleneckConfig, input, **INPUT_DEFAULTS)
         self.last: dict[str, Tensor] = {}
 
     def explain(self, x: Tensor, target: Tensor | int | None = None) -> dict[str, Tensor]:
@@ -312,26 +300,12 @@ class InputIBA(IBA):
         # layer's size, so we rescale the map to logits in [-init_logit, init_logit] (0.02..0.98 for 4).
         peak = bits.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
         init = torch.sigmoid(self.gan_config.init_logit * (2 * bits / peak - 1))
-        module = GenerativePriorModule(
+        gan = GenerativePrior(
             self.model, self.module, x, features, feature_bn, init, stats.input_mean,
             stats.input_std, generators, self.gan_config, self.num_prefix_tokens,
         )  # fmt: skip
-        with _quiet_lightning():
-            trainer = L.Trainer(
-                accelerator="gpu" if x.device.type == "cuda" else "cpu",
-                devices=[x.device.index or 0] if x.device.type == "cuda" else 1,
-                max_epochs=self.gan_config.epochs,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=self.progress,
-                num_sanity_val_steps=0,
-            )
-        with warnings.catch_warnings(), _quiet_lightning():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*GPU available but not used.*")
-            trainer.fit(module)
-        return module.prior(), module.history
+        gan.fit(self.progress)
+        return gan.prior(), gan.history
 
     def fit_input(self, x: Tensor, target: Tensor, prior: Tensor, indices: Iterable[int]) -> Tensor:
         """Fit the input bottleneck against the prior; returns its ``lambda`` ``(B, C, H, W)``."""
