@@ -383,3 +383,48 @@ def test_the_configs_parse_and_a_misspelled_key_is_an_error(config, capsys):
     parser.exit_on_error = False
     with pytest.raises(ArgumentError, match="btea"):
         parser.parse_args(["--config", path, "--explainer.feature", "{btea: 3}"])
+
+
+# ------------------------------------------------------------------------------------------- resuming
+class Crash(Exception):
+    """Stands for a kill at a GAN step (tests/test_reliability_resume.py kills a real run with SIGKILL)."""
+
+
+def _crash_at(monkeypatch, call: int) -> None:
+    """Make the ``call``-th GAN step of the process raise (steps of every chunk counted together)."""
+    step, calls = GenerativePrior.train_step, [0]
+
+    def crashing(self):
+        calls[0] += 1
+        if calls[0] == call:
+            raise Crash
+        return step(self)
+
+    monkeypatch.setattr(GenerativePrior, "train_step", crashing)
+
+
+def test_a_stopped_explain_resumes_to_the_same_weights_and_maps(tmp_path, monkeypatch):
+    model = tiny_cnn()
+    x, target = batches(1, 4, seed=9)[0], torch.tensor([0, 1, 2, 0])
+    gan = {**TINY_GAN, "epochs": 3}  # 6 steps per chunk; a generator step at every even step
+    explainer = InputIBA(model, "features", batch_size=2, feature={"steps": 2, "copies": 2}, gan=gan,
+                         input={"steps": 2, "copies": 2})  # fmt: skip
+    explainer.estimate(batches(), min_samples=50)
+    straight = explainer.explain(x, target)
+    state = tmp_path / "state"
+    _crash_at(monkeypatch, 6 + 6)  # the last GAN step of the second chunk
+    with pytest.raises(Crash):
+        explainer.explain(x, target, state_dir=state, save_every=3)
+    # The first chunk is done; the second chunk's GAN state is from step 3: steps 3-4 (a generator step) are lost.
+    assert sorted(p.name for p in state.iterdir()) == ["chunk_000000.pt", "prior_000002.pt"]
+    assert torch.load(state / "prior_000002.pt", weights_only=True)["gan"]["step"] == 3
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="another InputIBA run"):  # other targets: not this run's progress
+        explainer.explain(x, torch.tensor([1, 1, 1, 1]), state_dir=state)
+    resumed = explainer.explain(x, target, state_dir=state, save_every=3)
+    for key in ("feature", "prior", "input"):
+        assert torch.equal(straight[key], resumed[key]), key
+    for key, value in straight["generator"].items():
+        assert torch.equal(value, resumed["generator"][key]), key
+    assert straight["history"] == resumed["history"]
+    assert not state.exists()  # nothing left behind

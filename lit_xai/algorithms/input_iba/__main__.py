@@ -6,7 +6,12 @@ as in ``evaluate.py``), the data (a LightningDataModule by class path), the laye
 explainers' hyperparameters and how many test images to explain. Every key is also a flag
 (``--explainer.gan.epochs 5``), ``--print_config`` shows the resolved config, and a misspelled key is an error.
 Written to ``output_dir``: ``statistics.pt`` (reusable, weights-only), ``maps.pt`` (every stage's maps, the images,
-targets and annotations when the data has them) and ``maps.png``.
+targets and annotations when the data has them), ``prior.pt`` (the learned priors' weights) and ``maps.png``.
+
+A killed run resumes: run the same command again. Its progress is kept in ``output_dir/resume`` (finished chunks
+of images, the GAN state every ``save_every`` steps; :mod:`lit_xai.algorithms.input_iba.resume`) and it ends with
+the same weights and maps, bit for bit, as a run never stopped; the folder is removed at the end. One run at a time
+holds ``output_dir`` (:mod:`lit_xai.run_lock`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from lit_xai.algorithms.input_iba.explainer import FEATURE_DEFAULTS, IBA, INPUT_
 from lit_xai.algorithms.input_iba.prior import GANConfig
 from lit_xai.io import atomic_save
 from lit_xai.models import ClassifierSpec, load_classifier_spec
+from lit_xai.run_lock import hold_output_folders
 
 __all__ = ["ExplainerSettings", "InputIBARun", "StatisticsSettings", "build_parser", "main", "run"]
 
@@ -79,6 +85,7 @@ class InputIBARun:
         target: explain the true ``label`` or the ``predicted`` class.
         output_dir: where statistics.pt, maps.pt and maps.png go.
         device: ``cuda``, ``cpu``, ... (``null``: CUDA when available).
+        save_every: GAN steps between two saves of the run's progress (for resuming a killed run).
     """
 
     model: ClassifierSpec
@@ -89,6 +96,7 @@ class InputIBARun:
     target: Literal["label", "predicted"] = "label"
     output_dir: str = "outputs/input_iba"
     device: str | None = None
+    save_every: int = 10
 
 
 def build_parser() -> ArgumentParser:
@@ -135,17 +143,30 @@ def run(settings: InputIBARun, data: L.LightningDataModule) -> dict[str, torch.T
         model, cfg.layer, feature=cfg.feature, gan=cfg.gan, input=cfg.input, batch_size=cfg.batch_size,
         seed=cfg.seed, progress=True, num_prefix_tokens=cfg.num_prefix_tokens,
     )  # fmt: skip
-    stats = explainer.estimate(
-        data.train_dataloader(), settings.statistics.num_samples, settings.statistics.min_samples
-    )
     output = Path(settings.output_dir)
-    explainer.save(output / "statistics.pt")
+    with hold_output_folders([output]):
+        return _explain(settings, data, model, explainer, output, device)
+
+
+def _explain(
+    settings: InputIBARun, data, model, explainer: InputIBA, output: Path, device
+) -> dict[str, torch.Tensor]:
+    cfg = settings.explainer
+    state_dir = output / "resume"
+    if (output / "statistics.pt").is_file() and state_dir.is_dir():
+        # A killed run's: its statistics went into the fingerprints of the progress kept in state_dir.
+        stats = explainer.load(output / "statistics.pt", config=False).statistics
+    else:
+        stats = explainer.estimate(
+            data.train_dataloader(), settings.statistics.num_samples, settings.statistics.min_samples
+        )
+        explainer.save(output / "statistics.pt")
 
     loader = torch.utils.data.DataLoader(data.test_dataset, batch_size=settings.num_images, shuffle=False)
     batch = next(iter(loader))
     x = batch["input"].to(device)
     target = None if settings.target == "predicted" else batch["target"].to(device)
-    result = explainer.explain(x, target)
+    result = explainer.explain(x, target, state_dir=state_dir, save_every=settings.save_every)
     maps = {
         "InputIBA": result["input"].cpu(),
         "prior": result["prior"].cpu(),
@@ -161,6 +182,7 @@ def run(settings: InputIBARun, data: L.LightningDataModule) -> dict[str, torch.T
     if "annotation" in batch:
         state["annotation"] = batch["annotation"]
     atomic_save(state, output / "maps.pt")
+    atomic_save({key: value.cpu() for key, value in result["generator"].items()}, output / "prior.pt")
     save_figure(
         output / "maps.png",
         x.cpu(),

@@ -32,6 +32,7 @@ from lit_xai.algorithms.input_iba.bottleneck import (
     upsample_bits,
 )
 from lit_xai.algorithms.input_iba.prior import GANConfig, GenerativePrior
+from lit_xai.algorithms.input_iba.resume import ResumeState, run_fingerprint
 from lit_xai.algorithms.input_iba.statistics import LayerStatistics, estimate_layer_statistics
 from lit_xai.algorithms.input_iba.torch_model import feature_grid
 from lit_xai.io import atomic_save, safe_torch_load
@@ -64,6 +65,15 @@ def _frozen(model: nn.Module) -> Iterator[None]:
             m.training = mode
         for p, flag in flags.items():
             p.requires_grad_(flag)
+
+
+def _to_device(value, device: torch.device):
+    """Tensors in (nested) dicts moved to ``device``; other values as they are."""
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    return value
 
 
 class IBA:
@@ -118,12 +128,14 @@ class IBA:
         state = {"layer": self.layer, "config": asdict(self.config), "statistics": self._stats().to_dict()}
         atomic_save(state, Path(path))
 
-    def load(self, path: str | Path) -> IBA:
-        """Load statistics (and config) written by :meth:`save` for this model and layer."""
+    def load(self, path: str | Path, config: bool = True) -> IBA:
+        """Load statistics (and, with ``config``, the bottleneck's settings) written by :meth:`save` for this model
+        and layer."""
         state = safe_torch_load(path)
         if state.get("layer") != self.layer:
             raise ValueError(f"{path} holds statistics of layer {state.get('layer')!r}, not {self.layer!r}")
-        self.config = BottleneckConfig(**state["config"])
+        if config:
+            self.config = BottleneckConfig(**state["config"])
         self.statistics = LayerStatistics.from_dict(state["statistics"])
         return self
 
@@ -150,9 +162,7 @@ class IBA:
         config = config or self.config
         indices = list(indices)
         b, k = len(x), config.copies
-        with torch.no_grad(), layer_output(self.module, stop=True) as captured:
-            self.model(x)
-        features = captured["output"].detach()
+        features = self.clean_features(x)
         bottleneck = self._bottleneck(features.shape, config, x.device)
         generators = image_generators(self.seed, indices, _FEATURE_STAGE, x.device)
         holder: dict[str, Tensor] = {}
@@ -185,6 +195,12 @@ class IBA:
             config.lr, k, self.progress, desc=f"IBA at {self.layer}",
         )  # fmt: skip
         return bottleneck, features, history
+
+    def clean_features(self, x: Tensor) -> Tensor:
+        """The layer's activations for ``x`` (the layers after it are not run)."""
+        with torch.no_grad(), layer_output(self.module, stop=True) as captured:
+            self.model(x)
+        return captured["output"].detach()
 
     def feature_map(self, bottleneck: PerImageBottleneck, features: Tensor) -> Tensor:
         """Information per location of the layer, in bits: ``(B, h, w)``."""
@@ -263,22 +279,96 @@ class InputIBA(IBA):
         self.input_config = _config(BottleneckConfig, input, **INPUT_DEFAULTS)
         self.last: dict[str, Tensor] = {}
 
-    def explain(self, x: Tensor, target: Tensor | int | None = None) -> dict[str, Tensor]:
+    def explain(
+        self,
+        x: Tensor,
+        target: Tensor | int | None = None,
+        state_dir: str | Path | None = None,
+        save_every: int = 10,
+    ) -> dict:
         """All stages' maps: ``feature`` (IBA bits, upsampled), ``prior`` (GAN mask) and ``input`` (the result),
-        each ``(B, H, W)``; plus the GAN's per-step ``history`` of the last chunk."""
-        out: dict[str, list] = {"feature": [], "prior": [], "input": []}
+        each ``(B, H, W)``; ``generator``, the learned priors' weights (``mask_logit`` ``(B, C, H, W)``,
+        ``noise_mean`` and ``noise_std`` ``(B, C)``); and the GAN's per-step ``history`` of the last chunk.
+
+        Args:
+            x: images ``(B, C, H, W)``.
+            target: classes ``(B,)`` or one int; ``None`` explains the predicted class.
+            state_dir: keep the progress here (finished chunks, the GAN state every ``save_every`` steps) so that a
+                killed call, made again with the same arguments, resumes and ends bit for bit where an
+                uninterrupted one would (:mod:`.resume`); the folder is removed when the call returns.
+            save_every: GAN steps between two saves of its state (with ``state_dir``).
+        """
         if x.dim() != 4:
             raise ValueError(f"InputIBA explains images (B, C, H, W), got shape {tuple(x.shape)}")
-        for xb, tb, indices in self._chunks(x, target):
-            feature_bn, features, _ = self.fit(xb, tb, indices)
-            bits = upsample_bits(self.feature_map(feature_bn, features), x.shape[-2:])
-            prior, history = self.fit_prior(xb, features, feature_bn, bits, indices)
-            lam = self.fit_input(xb, tb, prior, indices)
-            out["feature"].append(bits)
-            out["prior"].append(prior.mean(1))
-            out["input"].append(lam.mean(1))
-        result = {key: torch.cat(value) for key, value in out.items()}
-        result["history"] = history
+        if save_every < 1:
+            raise ValueError(f"save_every must be >= 1, got {save_every}")
+        store = None
+        if state_dir is not None:
+            store = ResumeState(state_dir, self._fingerprint(x, target))
+        chunks = [
+            self._explain_chunk(xb, tb, indices, store, save_every)
+            for xb, tb, indices in self._chunks(x, target)
+        ]
+        result: dict = {key: torch.cat([c[key] for c in chunks]) for key in ("feature", "prior", "input")}
+        result["generator"] = {
+            key: torch.cat([c["generator"][key] for c in chunks])
+            for key in ("mask_logit", "noise_mean", "noise_std")
+        }
+        result["history"] = chunks[-1]["history"]
+        if store is not None:
+            store.clear()
+        return result
+
+    def _fingerprint(self, x: Tensor, target) -> str:
+        """What the maps depend on: images, targets, model weights, layer, statistics, settings and seed."""
+        settings = (self.layer, self.seed, self.batch_size, self.num_prefix_tokens)
+        configs = (self.config, self.gan_config, self.input_config)
+        target = "predicted" if target is None else torch.as_tensor(target)
+        return run_fingerprint(x, target, self.model, settings, configs, self._stats().to_dict())
+
+    def _explain_chunk(
+        self, x: Tensor, target: Tensor, indices: range, store: ResumeState | None, save_every: int
+    ) -> dict:
+        """The three stages for one chunk of images, resumed from ``store`` where it holds their progress."""
+        first = indices.start
+        if store is not None and (done := store.load("chunk", first)) is not None:
+            return _to_device(done, x.device)
+        saved = store.load("prior", first) if store is not None else None
+        if saved is None:
+            feature_bn, features, _ = self.fit(x, target, indices)
+        else:  # the feature stage of this chunk finished before the kill: rebuild it as it was
+            features = self.clean_features(x)
+            feature_bn = self._bottleneck(features.shape, self.config, x.device)
+            with torch.no_grad():
+                feature_bn.alpha.copy_(saved["feature_alpha"])
+        bits = upsample_bits(self.feature_map(feature_bn, features), x.shape[-2:])
+
+        def checkpoint(gan: GenerativePrior) -> None:
+            if gan.step % save_every == 0 or gan.step == gan.config.total_steps:
+                store.save(
+                    "prior", first, {"feature_alpha": feature_bn.alpha.detach(), "gan": gan.training_state()}
+                )
+
+        gan = self._generative_prior(x, features, feature_bn, bits, indices)
+        if saved is not None:
+            gan.load_training_state(saved["gan"])
+        gan.fit(self.progress, after_step=checkpoint if store is not None else None)
+        prior = gan.prior()
+        lam = self.fit_input(x, target, prior, indices)
+        generator = gan.generator
+        result = {
+            "feature": bits,
+            "prior": prior.mean(1),
+            "input": lam.mean(1),
+            "generator": {
+                "mask_logit": generator.mask_logit.detach(),
+                "noise_mean": generator.noise_mean.detach(),
+                "noise_std": generator.noise_std.detach(),
+            },
+            "history": gan.history,
+        }
+        if store is not None:
+            store.finish_chunk(first, result)
         return result
 
     def attribute(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
@@ -294,18 +384,28 @@ class InputIBA(IBA):
         indices: Iterable[int],
     ) -> tuple[Tensor, list[dict[str, float]]]:
         """Train the per-image generative priors; returns ``(mask (B, C, H, W) in [0, 1], GAN history)``."""
+        gan = self._generative_prior(x, features, feature_bn, bits, indices).fit(self.progress)
+        return gan.prior(), gan.history
+
+    def _generative_prior(
+        self,
+        x: Tensor,
+        features: Tensor,
+        feature_bn: PerImageBottleneck,
+        bits: Tensor,
+        indices: Iterable[int],
+    ) -> GenerativePrior:
+        """The untrained GAN of a chunk, its mask started at the feature map."""
         stats = self._stats().to(x.device)
         generators = image_generators(self.seed, indices, _GAN_STAGE, x.device)
         # The authors start the mask logits at the feature map in bits per pixel; bits per pixel depend on the
         # layer's size, so we rescale the map to logits in [-init_logit, init_logit] (0.02..0.98 for 4).
         peak = bits.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
         init = torch.sigmoid(self.gan_config.init_logit * (2 * bits / peak - 1))
-        gan = GenerativePrior(
+        return GenerativePrior(
             self.model, self.module, x, features, feature_bn, init, stats.input_mean,
             stats.input_std, generators, self.gan_config, self.num_prefix_tokens,
         )  # fmt: skip
-        gan.fit(self.progress)
-        return gan.prior(), gan.history
 
     def fit_input(self, x: Tensor, target: Tensor, prior: Tensor, indices: Iterable[int]) -> Tensor:
         """Fit the input bottleneck against the prior; returns its ``lambda`` ``(B, C, H, W)``."""
