@@ -31,6 +31,7 @@ __all__ = [
     "RecordsStage",
     "StageIdentity",
     "checkpoint_identity",
+    "import_class_path",
     "load_stage",
     "require_stage",
 ]
@@ -83,16 +84,27 @@ class StageIdentity:
 
     def resolve(self) -> type | None:
         """The class itself, or ``None`` when it cannot be imported (renamed, or from another package version)."""
-        if not self.class_path:
-            return None
-        module, _, name = self.class_path.rpartition(".")
+        return import_class_path(self.class_path) if self.class_path else None
+
+
+def import_class_path(path: str) -> type | None:
+    """The class a dotted path names (``package.module.Class``; an alias such as ``lit_xai.algorithms.classifier.
+    ClassifierModule`` gives the same class), or ``None`` when it cannot be imported."""
+    for split in range(
+        path.count("."), 0, -1
+    ):  # the longest importable module, then attributes (nested classes)
+        parts = path.split(".")
         try:
-            found = importlib.import_module(module)
-            for part in name.split("."):
+            found = importlib.import_module(".".join(parts[:split]))
+        except (ImportError, ValueError):
+            continue
+        try:
+            for part in parts[split:]:
                 found = getattr(found, part)
-        except (ImportError, AttributeError, ValueError):
+        except AttributeError:
             return None
         return found if isinstance(found, type) else None
+    return None
 
 
 def _read(checkpoint: str | Path | dict) -> dict:
