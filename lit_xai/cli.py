@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ from lit_xai.callbacks.checkpoint import keep_last_current
 from lit_xai.callbacks.class_names import ClassNamesInCheckpoint
 from lit_xai.callbacks.finite_loss import FiniteLossGuard
 from lit_xai.callbacks.wandb_run import RememberWandbRun, wandb_run_id
+from lit_xai.checkpoint_identity import import_class_path, require_stage
 from lit_xai.data.resumable import RestoreLoaderPosition
 from lit_xai.io import safe_torch_load, with_atomic_checkpoint_io
 from lit_xai.run_lock import OutputFolderInUse, hold_output_folders
@@ -88,17 +88,13 @@ class LitXaiCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path and path not in ("last", "best", "hpc", "registry") and "://" not in str(path):
             checkpoint = safe_torch_load(path, mmap=True)  # raises FileNotFoundError / ValueError
-            saved = (
-                checkpoint.get("hyper_parameters", {}).get("_class_path")
-                if isinstance(checkpoint, dict)
-                else None
-            )
-            wanted = self.config[subcommand].get("model", {}).get("class_path")
-            if saved and wanted and _import(saved) != _import(wanted):
-                raise ValueError(
-                    f"--ckpt_path {path} was written by {saved.rsplit('.', 1)[-1]}, but this config trains "
-                    f"{wanted.rsplit('.', 1)[-1]}: resume from a checkpoint of this stage"
-                )
+            wanted = _import(self.config[subcommand].get("model", {}).get("class_path") or "")
+            if isinstance(wanted, type):
+                # A checkpoint too old to name its stage is left to Lightning, which checks its weights.
+                require_stage(
+                    checkpoint, wanted, name=f"--ckpt_path {path}", exact=True, allow_unknown=True,
+                    hint="resume from a checkpoint of this stage",
+                )  # fmt: skip
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs):
@@ -183,12 +179,8 @@ def _first_process(trainer: L.Trainer) -> bool:
 
 
 def _import(class_path: str) -> object:
-    """The object a dotted path names (the path itself if it cannot be imported), so aliases compare equal."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return class_path
+    """The class a dotted path names (the path itself if it cannot be imported), so aliases compare equal."""
+    return import_class_path(class_path) or class_path
 
 
 def _worker_message(text: str) -> str:

@@ -274,13 +274,33 @@ class AttentionMask(Masker):
 FILLS = ("zeros", "mean", "blur", "noise")
 
 
-def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
+def gaussian_blur(x: Tensor, sigma: float, radius: int | None = None) -> Tensor:
+    """Blur each channel of ``(B, C, H, W)`` with a normalised, separable Gaussian of ``2 * radius + 1`` taps.
+
+    The one Gaussian blur of lit_xai: the ``"blur"`` baseline fill, IBA's smoothing of ``lambda`` and the refinement
+    of input-agnostic maps all use it.
+
+    Args:
+        x: ``(B, C, H, W)``.
+        sigma: standard deviation in pixels; ``0`` returns ``x``.
+        radius: taps on each side; ``None`` takes ``ceil(3 sigma)`` (at least 1), which covers 99.7% of the
+            Gaussian's mass. IBA uses ``round(2 sigma)`` (Schulz et al.'s kernel size).
+
+    The border is padded by replication, which also works for maps smaller than the kernel. Because the kernel sums
+    to one and the padding copies values, ``blur(1 - a) == 1 - blur(a)``: the information bottleneck relies on it
+    to compute ``1 - lambda`` without cancellation.
+    """
+    if sigma < 0:
+        raise ValueError(f"the blur's sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return x
+    radius = max(1, math.ceil(3 * sigma)) if radius is None else int(radius)
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
     channels = x.shape[1]
     padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    # Separable: rows then columns (the 2-D Gaussian is the outer product of two 1-D ones).
     out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
     return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
@@ -337,7 +357,7 @@ class BaselineFill(Masker):
             mean = self.mean.to(x)
             return mean.view(1, -1, 1, 1) if x.dim() == 4 and mean.dim() == 1 else mean
         if fill == "blur":
-            return _gaussian_blur(x, self.blur_sigma)
+            return gaussian_blur(x, self.blur_sigma)
         noise = torch.randn(
             x.shape, generator=self.generator, device=self.generator.device if self.generator else None
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,17 +13,19 @@ from lit_xai.algorithms.input_iba import (
     IBA,
     BatchedCritic,
     GANConfig,
-    GenerativePriorModule,
+    GenerativePrior,
     InputIBA,
     LayerStatistics,
     PerImageBottleneck,
     WelfordEstimator,
     bottleneck_kl,
     estimate_layer_statistics,
-    gaussian_smooth,
 )
-from lit_xai.algorithms.input_iba.bottleneck import image_generators, per_image_normal
+from lit_xai.algorithms.input_iba.bottleneck import image_generators, per_image_normal, smoothing_radius
+from lit_xai.masking import gaussian_blur
 from lit_xai.models import SmallCNN
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_GAN = {"epochs": 2, "samples_per_epoch": 16, "batch_size": 8, "critic_iter": 2, "critic_channels": 4}
 
@@ -129,8 +132,15 @@ def test_kl_matches_the_closed_form_of_two_gaussians():
 
 def test_smoothing_is_normalised_so_one_minus_lambda_is_exact():
     a = torch.rand(2, 3, 5, 5)
-    torch.testing.assert_close(gaussian_smooth(1 - a, 1.0), 1 - gaussian_smooth(a, 1.0))
-    torch.testing.assert_close(gaussian_smooth(torch.ones(1, 1, 3, 3), 1.0), torch.ones(1, 1, 3, 3))
+    radius = smoothing_radius(1.0)
+    torch.testing.assert_close(gaussian_blur(1 - a, 1.0, radius), 1 - gaussian_blur(a, 1.0, radius))
+    torch.testing.assert_close(gaussian_blur(torch.ones(1, 1, 3, 3), 1.0, radius), torch.ones(1, 1, 3, 3))
+    # The bottleneck's (lambda, 1 - lambda) pair sums to one after smoothing, however large alpha gets.
+    bottleneck = PerImageBottleneck((2, 3, 5, 5), torch.zeros(3, 1, 1), torch.ones(3, 1, 1), sigma=1.0)
+    with torch.no_grad():
+        bottleneck.alpha.copy_(torch.randn(2, 3, 5, 5) * 4)
+    lam, one_minus = bottleneck.lambdas()
+    torch.testing.assert_close(lam + one_minus, torch.ones_like(lam))
 
 
 def _region_setup():
@@ -175,21 +185,15 @@ def _prior_module(config: GANConfig, n_images: int = 2):
     with torch.enable_grad():
         bottleneck, features, _ = iba.fit(x, target, range(n_images))
     stats = iba.statistics
-    module = GenerativePriorModule(
+    module = GenerativePrior(
         model, iba.module, x, features, bottleneck, torch.full((n_images, 8, 8), 0.5), stats.input_mean,
         stats.input_std, image_generators(0, range(n_images), 1, x.device), config,
     )  # fmt: skip
     return module
 
 
-def _fit(module: GenerativePriorModule) -> None:
-    import lightning as L
-
-    trainer = L.Trainer(
-        max_epochs=module.config.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu",
-    )  # fmt: skip
-    trainer.fit(module)
+def _fit(module: GenerativePrior) -> None:
+    module.fit()
 
 
 def test_critic_learns_to_separate_and_generator_steps_close_the_gap():
@@ -335,7 +339,7 @@ def test_config_runner_writes_maps(tmp_path):
     from lit_xai.algorithms.input_iba.__main__ import main
 
     config = {
-        "model": {"name": "cnn", "num_classes": 4, "in_chans": 3, "channels": [4, 4, 8]},
+        "model": {"timm": "cnn", "num_classes": 4, "kwargs": {"in_chans": 3, "channels": [4, 4, 8]}},
         "data": {
             "class_path": "lit_xai.data.ShapesDataModule",
             "init_args": {"num_train": 120, "num_val": 4, "num_test": 4, "batch_size": 60},
@@ -358,3 +362,69 @@ def test_config_runner_writes_maps(tmp_path):
     assert set(maps) == {"InputIBA", "prior", "feature IBA", "IBA"} and maps["InputIBA"].shape == (2, 32, 32)
     saved = torch.load(tmp_path / "out" / "maps.pt", weights_only=True)
     assert saved["annotation"].shape == (2, 32, 32) and (tmp_path / "out" / "maps.png").is_file()
+
+
+@pytest.mark.parametrize("config", ["shapes/input_iba.yaml", "image_folder/input_iba.yaml"])
+def test_the_configs_parse_and_a_misspelled_key_is_an_error(config, capsys):
+    """The InputIBA command is on jsonargparse: the shipped configs parse, flags override them, --print_config
+    shows the result, and a key that means nothing is refused instead of ignored."""
+    from jsonargparse import ArgumentError
+
+    from lit_xai.algorithms.input_iba.__main__ import build_parser
+
+    parser = build_parser()
+    path = str(ROOT / "configs" / config)
+    cfg = parser.parse_args(["--config", path, "--explainer.gan.epochs", "3"])
+    assert cfg.explainer.gan.epochs == 3 and cfg.explainer.layer in ("features", "layer2")
+    assert cfg.explainer.feature.beta == 20.0  # InputIBA's default where the config is silent or the paper's
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--config", path, "--print_config"])
+    assert "critic_lr" in capsys.readouterr().out
+    parser.exit_on_error = False
+    with pytest.raises(ArgumentError, match="btea"):
+        parser.parse_args(["--config", path, "--explainer.feature", "{btea: 3}"])
+
+
+# ------------------------------------------------------------------------------------------- resuming
+class Crash(Exception):
+    """Stands for a kill at a GAN step (tests/test_reliability_resume.py kills a real run with SIGKILL)."""
+
+
+def _crash_at(monkeypatch, call: int) -> None:
+    """Make the ``call``-th GAN step of the process raise (steps of every chunk counted together)."""
+    step, calls = GenerativePrior.train_step, [0]
+
+    def crashing(self):
+        calls[0] += 1
+        if calls[0] == call:
+            raise Crash
+        return step(self)
+
+    monkeypatch.setattr(GenerativePrior, "train_step", crashing)
+
+
+def test_a_stopped_explain_resumes_to_the_same_weights_and_maps(tmp_path, monkeypatch):
+    model = tiny_cnn()
+    x, target = batches(1, 4, seed=9)[0], torch.tensor([0, 1, 2, 0])
+    gan = {**TINY_GAN, "epochs": 3}  # 6 steps per chunk; a generator step at every even step
+    explainer = InputIBA(model, "features", batch_size=2, feature={"steps": 2, "copies": 2}, gan=gan,
+                         input={"steps": 2, "copies": 2})  # fmt: skip
+    explainer.estimate(batches(), min_samples=50)
+    straight = explainer.explain(x, target)
+    state = tmp_path / "state"
+    _crash_at(monkeypatch, 6 + 6)  # the last GAN step of the second chunk
+    with pytest.raises(Crash):
+        explainer.explain(x, target, state_dir=state, save_every=3)
+    # The first chunk is done; the second chunk's GAN state is from step 3: steps 3-4 (a generator step) are lost.
+    assert sorted(p.name for p in state.iterdir()) == ["chunk_000000.pt", "prior_000002.pt"]
+    assert torch.load(state / "prior_000002.pt", weights_only=True)["gan"]["step"] == 3
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="another InputIBA run"):  # other targets: not this run's progress
+        explainer.explain(x, torch.tensor([1, 1, 1, 1]), state_dir=state)
+    resumed = explainer.explain(x, target, state_dir=state, save_every=3)
+    for key in ("feature", "prior", "input"):
+        assert torch.equal(straight[key], resumed[key]), key
+    for key, value in straight["generator"].items():
+        assert torch.equal(value, resumed["generator"][key]), key
+    assert straight["history"] == resumed["history"]
+    assert not state.exists()  # nothing left behind

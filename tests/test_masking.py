@@ -1,11 +1,13 @@
 """Maskers: token dropping equals attention masking, and baseline filling reaches its end points."""
 
+import math
+
 import pytest
 import timm
 import torch
 from torch import nn
 
-from lit_xai.masking import AppendMask, AttentionMask, BaselineFill, TokenDrop, build_masker
+from lit_xai.masking import AppendMask, AttentionMask, BaselineFill, TokenDrop, build_masker, gaussian_blur
 from lit_xai.players import FeatureGroups, PatchGrid
 from lit_xai.sampling import ShapleySampler
 
@@ -181,3 +183,18 @@ def test_token_buckets_are_an_optimal_partition(seed, num_buckets):
             )
             best = min(best, cost)
     assert padded_cost(groups, counts, prefix=1) == best
+
+
+@pytest.mark.parametrize(("sigma", "radius"), [(1.0, None), (1.5, None), (0.7, 1), (1.0, 2), (4.0, None)])
+def test_gaussian_blur_matches_scipy(sigma, radius):
+    """The one Gaussian blur (baseline fill, IBA smoothing) equals SciPy's ``gaussian_filter`` with edge replication
+    ("nearest") and the same number of taps (SciPy keeps ``int(truncate * sigma + 0.5)`` on each side)."""
+    from scipy.ndimage import gaussian_filter
+
+    x = torch.rand(2, 3, 9, 7, dtype=torch.float64)
+    taps = max(1, math.ceil(3 * sigma)) if radius is None else radius
+    expected = gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="nearest", truncate=taps / sigma)
+    torch.testing.assert_close(gaussian_blur(x, sigma, radius), torch.from_numpy(expected))
+    assert gaussian_blur(x, 0.0) is x
+    with pytest.raises(ValueError, match="sigma"):
+        gaussian_blur(x, -1.0)

@@ -58,13 +58,13 @@ CASES = [
     ("missing checkpoint", lambda f: [*config("surrogate"), "--model.init_args.classifier_checkpoint=nope.ckpt"],
      r"checkpoint not found: nope.ckpt \(check the path, or train the previous stage first\)"),
     ("checkpoint of another stage", lambda f: [*config("explainer"), f"--model.init_args.surrogate_checkpoint={f['classifier']}"],
-     r"not a surrogate checkpoint \(train one with SurrogateModule first\)"),
+     r"classifier.ckpt was written by ClassifierModule, but SurrogateModule is needed here: train one with configs/<dataset>/surrogate.yaml"),
     ("corrupt checkpoint", lambda f: [*config("surrogate"), f"--model.init_args.classifier_checkpoint={f['truncated']}"],
      r"could not load \S*truncated.ckpt safely \(weights only\): RuntimeError"),
     ("crafted pickle", lambda f: [*config("surrogate"), f"--model.init_args.classifier_checkpoint={f['crafted']}"],
      r"could not load \S*crafted.ckpt safely \(weights only\): UnpicklingError"),
     ("resume from another stage", lambda f: [*config("surrogate"), f"--ckpt_path={f['classifier']}"],
-     r"classifier.ckpt was written by ClassifierModule, but this config trains SurrogateModule"),
+     r"--ckpt_path \S*classifier.ckpt was written by ClassifierModule, but SurrogateModule is needed here: resume from a checkpoint of this stage"),
     ("corrupt resume checkpoint", lambda f: [*config("classifier"), f"--ckpt_path={f['truncated']}", *FAST[1:], "--trainer.max_steps=1"],
      r"truncated.ckpt is not a readable checkpoint .* truncated or corrupt"),
     ("unknown masker", lambda f: [*config("surrogate"), f"--model.init_args.classifier_checkpoint={f['classifier']}", "--model.init_args.masker=tokendrop"],
@@ -120,5 +120,8 @@ def test_train_py_exits_non_zero_with_one_line(files, tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "not a surrogate checkpoint" in last
+    assert (
+        last.startswith("error: ")
+        and "was written by ClassifierModule, but SurrogateModule is needed" in last
+    )
     assert not list(tmp_path.rglob("*.ckpt"))

@@ -1,6 +1,7 @@
 """A run killed hard (SIGKILL) mid-epoch and resumed with ``--ckpt_path last`` ends exactly where an uninterrupted
 run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate, explainer,
-saliency-guided, VisFIS and both dynamic-feature-selection stages (InputIBA's prior is not covered yet)."""
+saliency-guided, VisFIS and both dynamic-feature-selection stages; and the InputIBA command, whose per-image GAN
+prior is trained by a plain loop that keeps its own progress (lit_xai/algorithms/input_iba/resume.py)."""
 
 import csv
 import os
@@ -189,3 +190,122 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, stage):
     assert any(name.startswith("val/") for _, name in after_kill), "no validation metric after the kill"
     assert after_kill == {key: metrics_b[key] for key in after_kill if key in metrics_b}
     assert set(after_kill) <= set(metrics_b), sorted(set(after_kill) - set(metrics_b))
+
+
+# ------------------------------------------------------------------------------------------- InputIBA's prior
+INPUT_IBA_CONFIG = """
+model: {checkpoint: classifier.ckpt}
+data:
+  class_path: lit_xai.data.ShapesDataModule
+  init_args: {num_train: 120, num_val: 4, num_test: 4, batch_size: 60}
+statistics: {num_samples: 120, min_samples: 100}
+explainer:
+  layer: features
+  batch_size: 2     # 4 images: two chunks
+  feature: {steps: 2, copies: 2}
+  gan: {epochs: 3, samples_per_epoch: 16, batch_size: 8, critic_iter: 2, critic_channels: 4}  # 6 steps a chunk
+  input: {steps: 2, copies: 2}
+num_images: 4
+save_every: 3
+output_dir: out
+"""
+OUTPUTS = {"statistics.pt", "maps.pt", "prior.pt", "maps.png"}
+
+
+def run_input_iba(kill: str | None = None) -> None:
+    """Run in a subprocess: the InputIBA command, SIGKILLed (no clean-up runs) at ``kill``:
+
+    - ``"gan:<n>"``: before the n-th GAN step of the run (steps of all chunks counted together);
+    - ``"write:<n>"``: halfway through the n-th write of the GAN's state (its temporary file is left behind).
+    """
+    from lit_xai.algorithms.input_iba.__main__ import main
+    from lit_xai.algorithms.input_iba.prior import GenerativePrior
+
+    where, _, count = (kill or "none:0").partition(":")
+    calls = [0]
+
+    def due() -> bool:
+        calls[0] += 1
+        return calls[0] == int(count)
+
+    if where == "gan":
+        step = GenerativePrior.train_step
+
+        def killing_step(self):
+            if due():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return step(self)
+
+        GenerativePrior.train_step = killing_step
+    elif where == "write":
+        save = torch.save
+
+        def killing_save(obj, f, *args, **kwargs):
+            if isinstance(obj, dict) and "gan" in obj and due():
+                f.write(b"half a checkpoint")
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return save(obj, f, *args, **kwargs)
+
+        torch.save = killing_save
+    main(["--config", "config.yaml"])
+
+
+def start_input_iba(cwd: Path, kill: str | None = None) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(ROOT)]))
+    command = [sys.executable, "-c", f"import test_reliability_resume as t; t.run_input_iba({kill!r})"]
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def input_iba_folder(path: Path) -> Path:
+    from lit_xai.algorithms.classifier import ClassifierModule
+
+    path.mkdir(parents=True)
+    torch.manual_seed(0)
+    save_module(ClassifierModule("cnn", 4, {"in_chans": 3, "channels": [4, 8]}), path / "classifier.ckpt")
+    (path / "config.yaml").write_text(INPUT_IBA_CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def input_iba_straight(tmp_path_factory) -> Path:
+    folder = input_iba_folder(tmp_path_factory.mktemp("input_iba") / "straight")
+    result = finish(start_input_iba(folder))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "out"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill, left",
+    [
+        # Mid-GAN of the second chunk: the first chunk is done, the second's GAN state is from step 3 (of 6).
+        ("gan:11", {"chunk_000000.pt", "prior_000002.pt"}),
+        # Inside the second write of the first chunk's GAN state: the state of step 3 stays, plus the temporary file.
+        ("write:2", {"prior_000000.pt", "<temporary>"}),
+    ],
+)
+def test_killed_input_iba_run_resumes_to_the_same_weights_and_maps(tmp_path, input_iba_straight, kill, left):
+    folder = input_iba_folder(tmp_path / "killed")
+    killed = finish(start_input_iba(folder, kill))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    progress = {
+        p.name if not p.name.endswith(".tmp") else "<temporary>" for p in (folder / "out/resume").iterdir()
+    }
+    assert progress == left
+    assert torch.load(next((folder / "out/resume").glob("prior_*.pt")), weights_only=True)["gan"]["step"] == 3
+
+    resumed = finish(start_input_iba(folder))  # the same command again
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ("maps.pt", "prior.pt"):  # the learned priors' weights and every map, bit for bit
+        straight = torch.load(input_iba_straight / name, weights_only=True)
+        again = torch.load(folder / "out" / name, weights_only=True)
+        assert straight.keys() == again.keys()
+        for key, value in straight.items():
+            assert torch.equal(value, again[key]), f"{name}: {key} differs after the resume"
+    # Nothing orphaned: the outputs only, no progress folder, no temporary file anywhere.
+    assert {p.name for p in (folder / "out").iterdir()} == OUTPUTS
+    assert not list(folder.rglob("*.tmp"))

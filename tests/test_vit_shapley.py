@@ -17,15 +17,14 @@ TINY_VIT = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=32, depth=2, num
 
 
 def save_module(module: L.LightningModule, path: Path) -> str:
-    """A checkpoint as Lightning writes it: weights plus hyperparameters."""
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": L.__version__,
-        },
-        path,
-    )
+    """A checkpoint as Lightning writes it: weights, hyperparameters and what the module's save hook adds."""
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "pytorch-lightning_version": L.__version__,
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
     return str(path)
 
 
@@ -101,7 +100,9 @@ def test_explainer_checkpoint_is_self_contained(vit_stages, tmp_path):
 
 def test_wrong_stage_checkpoint_is_refused(vit_stages):
     *_, tmp = vit_stages
-    with pytest.raises(ValueError, match="not a surrogate checkpoint"):
+    with pytest.raises(
+        ValueError, match="classifier.ckpt was written by ClassifierModule, but SurrogateModule is needed"
+    ):
         ExplainerModule(str(tmp / "classifier.ckpt"))
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         SurrogateModule(str(tmp / "missing.ckpt"))
@@ -163,3 +164,22 @@ def test_vit_explainer_on_a_vit_with_registers(tmp_path):
     phi = explainer.attribute(x)
     assert phi.shape == (3, 4, 2)
     assert torch.allclose(explainer.net.null_value(x) + phi.sum(1), explainer.net.grand(x), atol=1e-5)
+
+
+def test_evaluation_reads_each_checkpoint_once(vit_stages, tmp_path, monkeypatch):
+    """The stage check and the module are built from one read of the file (lit_xai/checkpoint_identity.py)."""
+    from lit_xai.evaluation.methods import load_explainers, load_scorer
+
+    _, surrogate, explainer, x, _ = vit_stages
+    paths = {"surrogate": save_module(surrogate, tmp_path / "s.ckpt"), "explainer": save_module(explainer, tmp_path / "e.ckpt")}  # fmt: skip
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(str(f)) or load(f, *a, **k))
+    explainers = load_explainers({"vit_shapley": paths["explainer"]})
+    scorer = load_scorer(paths["surrogate"], explainers)
+    assert sorted(reads) == sorted(paths.values())
+    assert torch.allclose(explainers["vit_shapley"].attribute(x[:2]), explainer.attribute(x[:2]), atol=1e-6)
+    assert scorer.notes == ()  # the explainer's surrogate is the one given: same weights after loading
+    with pytest.raises(
+        ValueError, match="explainer 'wrong': .* was written by SurrogateModule, but ExplainerModule"
+    ):
+        load_explainers({"wrong": paths["surrogate"]})

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_xai.attribution.base import PixelAttribution, make_generator, resolve_target
-from lit_xai.masking import _gaussian_blur
+from lit_xai.masking import gaussian_blur
 from lit_xai.players import Players
 
 __all__ = ["InputAgnosticSaliency"]
@@ -113,7 +113,7 @@ class InputAgnosticSaliency(PixelAttribution):
                     rho.copy_(self._project(rho))
         result = rho.detach()
         if self.refine_sigma is not None and result.dim() == 3:
-            result = _gaussian_blur(result.unsqueeze(0), self.refine_sigma).squeeze(0)
+            result = gaussian_blur(result.unsqueeze(0), self.refine_sigma).squeeze(0)
         scale = result.abs().max()
         return result / scale if scale > 0 else result
 

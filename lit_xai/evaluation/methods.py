@@ -22,9 +22,10 @@ from lit_xai.algorithms.vit_shapley import ExplainerModule, SurrogateModule
 from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker
 from lit_xai.attribution import ATTRIBUTIONS, PerturbationAttribution, RandomAttribution, build_attribution
 from lit_xai.attribution.captum_adapter import CaptumAttribution, captum_class
+from lit_xai.checkpoint_identity import load_stage
 from lit_xai.evaluation.config import accepted_options, base_method
 from lit_xai.masking import Masker
-from lit_xai.models import ClassifierSpec, backbone_from_checkpoint, load_classifier_spec, read_checkpoint
+from lit_xai.models import ClassifierSpec, backbone_from_checkpoint, load_classifier_spec
 from lit_xai.models.external import import_factory
 from lit_xai.players import as_player_values
 
@@ -95,15 +96,11 @@ def load_explainers(paths: Mapping[str, str]) -> dict[str, ExplainerModule]:
     """Load ``ExplainerModule`` checkpoints (weights only), frozen and in eval mode."""
     explainers = {}
     for name, path in paths.items():
-        hparams = read_checkpoint(path).get("hyper_parameters", {})
-        if "surrogate_spec" not in hparams or "num_masks" not in hparams:
-            raise ValueError(
-                f"explainer {name!r}: {path} is not an ExplainerModule checkpoint (train one with "
-                f"configs/<dataset>/explainer.yaml)"
-            )
-        explainers[name] = _frozen(
-            ExplainerModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-        )
+        module = load_stage(
+            ExplainerModule, path, name=f"explainer {name!r}: {path}",
+            hint="train one with configs/<dataset>/explainer.yaml",
+        )  # fmt: skip
+        explainers[name] = _frozen(module)
     return explainers
 
 
@@ -136,15 +133,10 @@ def load_scorer(
         )
         model = network
     elif surrogate_checkpoint is not None:
-        hparams = read_checkpoint(surrogate_checkpoint).get("hyper_parameters", {})
-        if "masks_per_image" not in hparams:
-            raise ValueError(
-                f"surrogate_checkpoint: {surrogate_checkpoint} is not a SurrogateModule checkpoint (train one with "
-                f"configs/<dataset>/surrogate.yaml)"
-            )
-        surrogate = SurrogateModule.load_from_checkpoint(
-            surrogate_checkpoint, map_location="cpu", weights_only=True
-        )
+        surrogate = load_stage(
+            SurrogateModule, surrogate_checkpoint, name=f"surrogate_checkpoint: {surrogate_checkpoint}",
+            hint="train one with configs/<dataset>/surrogate.yaml",
+        )  # fmt: skip
         model, masker = _frozen(surrogate.model), surrogate.masker
     else:
         first_name, first = next(iter(explainers.items()))

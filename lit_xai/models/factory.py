@@ -195,16 +195,26 @@ def backbone_from_weights(
     return model, spec
 
 
-def backbone_from_checkpoint(path: str | Path, prefix: str = "model.") -> tuple[nn.Module, dict]:
+def backbone_from_checkpoint(
+    path: str | Path | dict, prefix: str = "model.", name: str | Path | None = None
+) -> tuple[nn.Module, dict]:
     """Rebuild the network a lit_xai stage trained, from its Lightning checkpoint.
 
     Every stage stores ``backbone_spec`` (``backbone``, ``num_classes``, ``backbone_kwargs``) in its
     hyperparameters, so the checkpoint alone is enough to rebuild the network.
 
+    Args:
+        path: the checkpoint file, or its dict when the caller has read it already (files are read once).
+        prefix: the attribute that holds the network in the LightningModule.
+        name: how messages call a checkpoint passed as a dict (its path).
+
     Returns:
         ``(model, spec)``, the model with the weights under ``prefix`` loaded.
     """
-    checkpoint = read_checkpoint(path)
+    if isinstance(path, dict):
+        checkpoint, path = path, name or "the checkpoint"
+    else:
+        checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     spec = hparams.get("backbone_spec") or {
         key: hparams.get(key) for key in ("backbone", "num_classes", "backbone_kwargs")

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_xai.algorithms.exact_mean import log_exact_mean
 from lit_xai.algorithms.step_random import step_seed
+from lit_xai.checkpoint_identity import RecordsStage
 from lit_xai.masking import Masker
 from lit_xai.models import build_model
 
@@ -69,7 +70,7 @@ def check_input_batch(batch: Any) -> None:
         )
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(RecordsStage, L.LightningModule):
     """Cross-entropy training with torchmetrics accuracy, AdamW and a cosine schedule.
 
     Args:

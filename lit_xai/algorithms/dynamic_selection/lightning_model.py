@@ -30,6 +30,7 @@ from lit_xai.algorithms.dynamic_selection.torch_model import (
 )
 from lit_xai.algorithms.exact_mean import log_exact_mean
 from lit_xai.algorithms.step_random import batch_generator, step_generator
+from lit_xai.checkpoint_identity import RecordsStage
 from lit_xai.masking import AppendMask
 from lit_xai.models import load_state_dict
 from lit_xai.sampling import UniformSizeSampler
@@ -46,7 +47,7 @@ def load_predictor_state(path: str) -> dict[str, Tensor]:
     return state
 
 
-class MaskedPredictorModule(L.LightningModule):
+class MaskedPredictorModule(RecordsStage, L.LightningModule):
     """Stage 1: the predictor learns to predict from random subsets of features (mask appended to the input).
 
     Args:
@@ -132,7 +133,7 @@ class MaskedPredictorModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
 
 
-class DynamicSelectionModule(L.LightningModule):
+class DynamicSelectionModule(RecordsStage, L.LightningModule):
     """Stage 2: joint training of the policy and the predictor with an annealed Concrete relaxation.
 
     Set the trainer's ``max_epochs`` to ``len(temperatures) * epochs_per_temperature`` (later epochs stay at the
@@ -268,6 +269,7 @@ class DynamicSelectionModule(L.LightningModule):
             self.selector.load_state_dict(self._best[1])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the stage record (lit_xai/checkpoint_identity.py)
         # Tensors and floats only, so the checkpoint still loads with weights_only=True.
         checkpoint["dynamic_selection"] = {
             "stage_best": self._stage_best,

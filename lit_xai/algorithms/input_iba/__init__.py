@@ -1,9 +1,9 @@
 """Information bottleneck attribution: IBA (Schulz et al., ICLR 2020) and InputIBA with a learned generative
 prior (Zhang et al., NeurIPS 2021)."""
 
-from lit_xai.algorithms.input_iba.bottleneck import PerImageBottleneck, bottleneck_kl, gaussian_smooth
+from lit_xai.algorithms.input_iba.bottleneck import PerImageBottleneck, bottleneck_kl
 from lit_xai.algorithms.input_iba.explainer import IBA, BottleneckConfig, InputIBA, upsample_bits
-from lit_xai.algorithms.input_iba.lightning_model import GANConfig, GenerativePriorModule
+from lit_xai.algorithms.input_iba.prior import GANConfig, GenerativePrior
 from lit_xai.algorithms.input_iba.statistics import (
     LayerStatistics,
     WelfordEstimator,
@@ -17,14 +17,13 @@ __all__ = [
     "InputIBA",
     "BottleneckConfig",
     "GANConfig",
-    "GenerativePriorModule",
+    "GenerativePrior",
     "LayerStatistics",
     "WelfordEstimator",
     "estimate_layer_statistics",
     "resolve_layer",
     "PerImageBottleneck",
     "bottleneck_kl",
-    "gaussian_smooth",
     "upsample_bits",
     "BatchedCritic",
     "MaskGenerator",

@@ -1,48 +1,113 @@
 """Explain test images with InputIBA (and IBA) from a config: ``python -m lit_xai.algorithms.input_iba --config
 configs/shapes/input_iba.yaml``.
 
-The config names the classifier (a lit_xai checkpoint, or any timm/small model with local weights), the data
-(a LightningDataModule by class path), the layer statistics' sample counts, the explainers' hyperparameters and
-how many test images to explain. Written to ``output_dir``: ``statistics.pt`` (reusable, weights-only),
-``maps.pt`` (every stage's maps, the images, targets and annotations when the data has them) and ``maps.png``.
+The config names the classifier (``model``: a ``train.py`` checkpoint, a timm name with local weights or a factory,
+as in ``evaluate.py``), the data (a LightningDataModule by class path), the layer statistics' sample counts, the
+explainers' hyperparameters and how many test images to explain. Every key is also a flag
+(``--explainer.gan.epochs 5``), ``--print_config`` shows the resolved config, and a misspelled key is an error.
+Written to ``output_dir``: ``statistics.pt`` (reusable, weights-only), ``maps.pt`` (every stage's maps, the images,
+targets and annotations when the data has them), ``prior.pt`` (the learned priors' weights) and ``maps.png``.
+
+A killed run resumes: run the same command again. Its progress is kept in ``output_dir/resume`` (finished chunks
+of images, the GAN state every ``save_every`` steps; :mod:`lit_xai.algorithms.input_iba.resume`) and it ends with
+the same weights and maps, bit for bit, as a run never stopped; the folder is removed at the end. One run at a time
+holds ``output_dir`` (:mod:`lit_xai.run_lock`).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
+import lightning as L
 import torch
-import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
 
-from lit_xai.algorithms.input_iba.explainer import IBA, InputIBA
+from lit_xai.algorithms.input_iba.bottleneck import BottleneckConfig
+from lit_xai.algorithms.input_iba.explainer import FEATURE_DEFAULTS, IBA, INPUT_DEFAULTS, InputIBA
+from lit_xai.algorithms.input_iba.prior import GANConfig
 from lit_xai.io import atomic_save
-from lit_xai.models import build_model
-from lit_xai.models.factory import backbone_from_checkpoint
+from lit_xai.models import ClassifierSpec, load_classifier_spec
+from lit_xai.run_lock import hold_output_folders
+
+__all__ = ["ExplainerSettings", "InputIBARun", "StatisticsSettings", "build_parser", "main", "run"]
 
 
-def build_classifier(config: dict) -> torch.nn.Module:
-    """The model named by ``classifier_checkpoint`` (written by train.py) or ``model: {name, num_classes, ...}``."""
-    if config.get("classifier_checkpoint"):
-        model, _ = backbone_from_checkpoint(config["classifier_checkpoint"])
-        return model
-    spec = dict(config.get("model") or {})
-    if "name" not in spec or "num_classes" not in spec:
-        raise ValueError(
-            "the config needs classifier_checkpoint: <path> or model: {name: ..., num_classes: ...}"
-        )
-    return build_model(spec.pop("name"), spec.pop("num_classes"), **spec)
+@dataclass
+class StatisticsSettings:
+    """Samples for the layer statistics (:func:`lit_xai.algorithms.input_iba.estimate_layer_statistics`).
+
+    Args:
+        num_samples: training samples to read (IBA recommends 10,000; at least ``min_samples``).
+        min_samples: refuse to estimate from fewer.
+    """
+
+    num_samples: int = 10_000
+    min_samples: int = 1000
 
 
-def build_data(config: dict):
-    """Instantiate ``data: {class_path, init_args}`` as LightningCLI does."""
-    spec = config.get("data") or {}
-    if "class_path" not in spec:
-        raise ValueError("the config needs data: {class_path: lit_xai.data.<DataModule>, init_args: {...}}")
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**(spec.get("init_args") or {}))
+@dataclass
+class ExplainerSettings:
+    """The :class:`InputIBA` explainer.
+
+    Args:
+        layer: the feature bottleneck's layer (a name from ``model.named_modules()``).
+        batch_size: images optimised together in every stage (memory grows with ``batch_size * copies``).
+        seed: seed of every image's random streams.
+        feature: stage 1, IBA at ``layer``.
+        gan: stage 2, the generative prior.
+        input: stage 3, the bottleneck on the input against the learned prior.
+        num_prefix_tokens: for ViT layers, class/register tokens to drop (``null``: inferred).
+    """
+
+    layer: str
+    batch_size: int = 32
+    seed: int = 0
+    feature: BottleneckConfig = field(default_factory=lambda: BottleneckConfig(**FEATURE_DEFAULTS))
+    gan: GANConfig = field(default_factory=GANConfig)
+    input: BottleneckConfig = field(default_factory=lambda: BottleneckConfig(**INPUT_DEFAULTS))
+    num_prefix_tokens: int | None = None
+
+
+@dataclass
+class InputIBARun:
+    """What to explain and how.
+
+    Args:
+        model: the classifier (:class:`lit_xai.models.ClassifierSpec`: ``checkpoint``, ``timm`` + ``weights`` or
+            ``factory``).
+        explainer: the InputIBA settings.
+        statistics: samples for the layer statistics.
+        iba: settings of the plain IBA baseline to compare with (``null``: none).
+        num_images: test images to explain (the first ones of the test split).
+        target: explain the true ``label`` or the ``predicted`` class.
+        output_dir: where statistics.pt, maps.pt and maps.png go.
+        device: ``cuda``, ``cpu``, ... (``null``: CUDA when available).
+        save_every: GAN steps between two saves of the run's progress (for resuming a killed run).
+    """
+
+    model: ClassifierSpec
+    explainer: ExplainerSettings
+    statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
+    iba: BottleneckConfig | None = None
+    num_images: int = 16
+    target: Literal["label", "predicted"] = "label"
+    output_dir: str = "outputs/input_iba"
+    device: str | None = None
+    save_every: int = 10
+
+
+def build_parser() -> ArgumentParser:
+    """``--config``, the :class:`InputIBARun` settings and ``data`` (a LightningDataModule by class path)."""
+    parser = ArgumentParser(
+        prog="python -m lit_xai.algorithms.input_iba", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config (configs/*/input_iba.yaml)")
+    parser.add_class_arguments(InputIBARun, None)
+    parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
+    return parser
 
 
 def save_figure(path: Path, x: torch.Tensor, maps: dict[str, torch.Tensor], rows: int = 6) -> None:
@@ -68,39 +133,56 @@ def save_figure(path: Path, x: torch.Tensor, maps: dict[str, torch.Tensor], rows
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/shapes/input_iba.yaml")
-    args = parser.parse_args(argv)
-    config = yaml.safe_load(Path(args.config).read_text())
-    device = torch.device(config.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_classifier(config).to(device).eval()
-    data = build_data(config)
+def run(settings: InputIBARun, data: L.LightningDataModule) -> dict[str, torch.Tensor]:
+    """Estimate the statistics, explain the first ``num_images`` test images and write the outputs."""
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_classifier_spec(settings.model).to(device).eval()
     data.setup("fit")
-    explainer = InputIBA(model, **config["explainer"], progress=True)
-    stats = explainer.estimate(data.train_dataloader(), **(config.get("statistics") or {}))
-    output = Path(config.get("output_dir", "outputs/input_iba"))
-    explainer.save(output / "statistics.pt")
+    cfg = settings.explainer
+    explainer = InputIBA(
+        model, cfg.layer, feature=cfg.feature, gan=cfg.gan, input=cfg.input, batch_size=cfg.batch_size,
+        seed=cfg.seed, progress=True, num_prefix_tokens=cfg.num_prefix_tokens,
+    )  # fmt: skip
+    output = Path(settings.output_dir)
+    with hold_output_folders([output]):
+        return _explain(settings, data, model, explainer, output, device)
 
-    num_images = int(config.get("num_images", 16))
-    batch = next(iter(torch.utils.data.DataLoader(data.test_dataset, batch_size=num_images, shuffle=False)))
+
+def _explain(
+    settings: InputIBARun, data, model, explainer: InputIBA, output: Path, device
+) -> dict[str, torch.Tensor]:
+    cfg = settings.explainer
+    state_dir = output / "resume"
+    if (output / "statistics.pt").is_file() and state_dir.is_dir():
+        # A killed run's: its statistics went into the fingerprints of the progress kept in state_dir.
+        stats = explainer.load(output / "statistics.pt", config=False).statistics
+    else:
+        stats = explainer.estimate(
+            data.train_dataloader(), settings.statistics.num_samples, settings.statistics.min_samples
+        )
+        explainer.save(output / "statistics.pt")
+
+    loader = torch.utils.data.DataLoader(data.test_dataset, batch_size=settings.num_images, shuffle=False)
+    batch = next(iter(loader))
     x = batch["input"].to(device)
-    target = None if config.get("target", "label") == "predicted" else batch["target"].to(device)
-    result = explainer.explain(x, target)
+    target = None if settings.target == "predicted" else batch["target"].to(device)
+    result = explainer.explain(x, target, state_dir=state_dir, save_every=settings.save_every)
     maps = {
         "InputIBA": result["input"].cpu(),
         "prior": result["prior"].cpu(),
         "feature IBA": result["feature"].cpu(),
     }
-    if config.get("iba") is not None:
+    if settings.iba is not None:
         iba = IBA(
-            model, config["explainer"]["layer"], stats, batch_size=explainer.batch_size, **config["iba"]
-        )
+            model, cfg.layer, stats, cfg.batch_size, cfg.seed, num_prefix_tokens=cfg.num_prefix_tokens,
+            **asdict(settings.iba),
+        )  # fmt: skip
         maps["IBA"] = iba.attribute(x, target).cpu()
     state = {"input": x.cpu(), "target": batch["target"], **maps}
     if "annotation" in batch:
         state["annotation"] = batch["annotation"]
     atomic_save(state, output / "maps.pt")
+    atomic_save({key: value.cpu() for key, value in result["generator"].items()}, output / "prior.pt")
     save_figure(
         output / "maps.png",
         x.cpu(),
@@ -110,5 +192,22 @@ def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
     return maps
 
 
+def main(argv: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Parse the config and flags (``sys.argv`` by default), then :func:`run`; returns the maps."""
+    from lit_xai.cli import check_config_files
+
+    check_config_files(
+        sys.argv[1:] if argv is None else argv
+    )  # a mistyped --config: one line, the closest file
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    objects = parser.instantiate(cfg)
+    settings = InputIBARun(**{key: objects[key] for key in InputIBARun.__dataclass_fields__})
+    return run(settings, objects.data)
+
+
 if __name__ == "__main__":
-    main()
+    from lit_xai.cli import user_errors_exit
+
+    with user_errors_exit():
+        main()

@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_xai.masking import gaussian_blur
+
 __all__ = [
     "BottleneckConfig",
     "PerImageBottleneck",
     "bottleneck_kl",
-    "gaussian_smooth",
     "image_generators",
     "optimise_bottleneck",
     "per_image_normal",
@@ -81,24 +82,9 @@ def per_image_normal(generators: Sequence[torch.Generator], shape: Sequence[int]
     return torch.stack([torch.randn(tuple(shape), generator=g, device=device) for g in generators])
 
 
-def gaussian_smooth(x: Tensor, sigma: float) -> Tensor:
-    """Smooth each channel of ``(B, C, H, W)`` with a normalised Gaussian (``2 * round(2 sigma) + 1`` taps).
-
-    The border is padded by replication (IBA reflects; replication also works for maps smaller than the kernel).
-    Because the kernel sums to one and the padding copies values, ``smooth(1 - a) == 1 - smooth(a)``, which lets
-    the bottleneck compute ``1 - lambda`` without cancellation.
-    """
-    if sigma <= 0:
-        return x
-    half = int(round(2 * sigma))
-    taps = torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)
-    kernel1d = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel1d = kernel1d / kernel1d.sum()
-    channels = x.shape[1]
-    padded = F.pad(x, (half, half, half, half), mode="replicate")
-    # Separable: rows then columns (the 2-D Gaussian is the outer product of two 1-D ones).
-    out = F.conv2d(padded, kernel1d.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(out, kernel1d.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+def smoothing_radius(sigma: float) -> int:
+    """Taps on each side of IBA's Gaussian smoothing: Schulz et al.'s kernel has ``2 * round(2 sigma) + 1`` taps."""
+    return int(round(2 * sigma))
 
 
 def bottleneck_kl(r_norm: Tensor, lam: Tensor, one_minus_lam: Tensor, prior: Tensor | None = None) -> Tensor:
@@ -162,8 +148,11 @@ class PerImageBottleneck(nn.Module):
 
     def lambdas(self) -> tuple[Tensor, Tensor]:
         """``(lambda, 1 - lambda)``, smoothed; the second from ``sigmoid(-alpha)`` for precision near 1."""
-        return gaussian_smooth(torch.sigmoid(self.alpha), self.sigma), gaussian_smooth(
-            torch.sigmoid(-self.alpha), self.sigma
+        # The blur maps 1 - a to 1 - blur(a), so smoothing sigmoid(-alpha) gives 1 - lambda without cancellation.
+        radius = smoothing_radius(self.sigma)
+        return (
+            gaussian_blur(torch.sigmoid(self.alpha), self.sigma, radius),
+            gaussian_blur(torch.sigmoid(-self.alpha), self.sigma, radius),
         )
 
     def kl(self, r: Tensor) -> Tensor:

@@ -1,13 +1,10 @@
-"""IBA and InputIBA explainers: ``attribute(x, target) -> (B, H, W)`` pixel maps, batched over images.
+"""InputIBA: ``attribute(x, target) -> (B, H, W)`` pixel maps, batched over images.
 
-* :class:`IBA` -- Schulz, Sixt, Tombari & Landgraf, *Restricting the Flow: Information Bottlenecks for
-  Attribution*, ICLR 2020: a per-sample bottleneck at a hidden layer; the map is the information (bits) that
-  flows through each location, upsampled to the input.
-* :class:`InputIBA` -- Zhang, Khakzar, Li, Farshad, Kim & Navab, *Fine-Grained Neural Network Explanation by
-  Identifying Input Features with Predictive Information*, NeurIPS 2021: (1) the feature bottleneck above,
-  (2) a per-image Wasserstein GAN that learns an input mask whose features match the feature bottleneck's
-  distribution (:mod:`.lightning_model`), (3) a bottleneck on the input whose KL is taken against that learned
-  prior; its ``lambda``, averaged over channels, is the map.
+Zhang, Khakzar, Li, Farshad, Kim & Navab, *Fine-Grained Neural Network Explanation by Identifying Input Features
+with Predictive Information*, NeurIPS 2021, in three stages: (1) IBA's feature bottleneck (:mod:`.iba`), (2) a
+per-image Wasserstein GAN that learns an input mask whose features match the feature bottleneck's distribution
+(:mod:`.prior`), (3) a bottleneck on the input whose KL is taken against that learned prior; its ``lambda``,
+averaged over channels, is the map.
 
 All stages process a batch of images together, each image with its own parameters and its own random stream
 (seeded by ``seed`` and the image's position in the call), so ``batch_size=1`` reproduces the batched maps.
@@ -15,15 +12,10 @@ All stages process a batch of images together, each image with its own parameter
 
 from __future__ import annotations
 
-import logging
-import math
-import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
@@ -34,15 +26,16 @@ from lit_xai.algorithms.input_iba.bottleneck import (
     optimise_bottleneck,
     upsample_bits,
 )
-from lit_xai.algorithms.input_iba.lightning_model import GANConfig, GenerativePriorModule
-from lit_xai.algorithms.input_iba.statistics import LayerStatistics, estimate_layer_statistics
-from lit_xai.algorithms.input_iba.torch_model import feature_grid
-from lit_xai.io import atomic_save, safe_torch_load
-from lit_xai.layers import layer_output, resolve_layer
+from lit_xai.algorithms.input_iba.iba import GAN_STAGE, IBA, INPUT_STAGE
+from lit_xai.algorithms.input_iba.prior import GANConfig, GenerativePrior
+from lit_xai.algorithms.input_iba.resume import ResumeState, run_fingerprint
+from lit_xai.algorithms.input_iba.statistics import LayerStatistics
 
 __all__ = ["BottleneckConfig", "GANConfig", "IBA", "InputIBA", "upsample_bits"]
 
-_FEATURE_STAGE, _GAN_STAGE, _INPUT_STAGE = 0, 1, 2
+#: InputIBA's settings of its two bottlenecks where they differ from IBA's (Zhang et al.: beta 20, 60 input steps).
+FEATURE_DEFAULTS = {"beta": 20.0}
+INPUT_DEFAULTS = {"beta": 20.0, "steps": 60}
 
 
 def _config(cls, value, **defaults):
@@ -51,190 +44,13 @@ def _config(cls, value, **defaults):
     return cls(**{**defaults, **(value or {})})
 
 
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no weight gradients while explaining; the caller's modes and flags come back after."""
-    modes = {m: m.training for m in model.modules()}
-    flags = {p: p.requires_grad for p in model.parameters()}
-    model.eval().requires_grad_(False)
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-
-
-class IBA:
-    """Per-sample information bottleneck at a hidden layer (Schulz et al., ICLR 2020).
-
-    Args:
-        model: the classifier.
-        layer: name of the layer in ``model.named_modules()`` (e.g. ``"features"``, ``"layer3"``, ``"blocks.6"``).
-        statistics: precomputed :class:`LayerStatistics`; otherwise call :meth:`estimate` first.
-        batch_size: images optimised together (memory grows with ``batch_size * copies``).
-        seed: seed of the per-image noise.
-        progress: show progress bars.
-        num_prefix_tokens: for ViT layers, class/register tokens to drop from the map (``None``: inferred).
-        **config: :class:`BottleneckConfig` fields (``beta``, ``steps``, ``lr``, ``copies``, ...).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        layer: str,
-        statistics: LayerStatistics | None = None,
-        batch_size: int = 32,
-        seed: int = 0,
-        progress: bool = False,
-        num_prefix_tokens: int | None = None,
-        **config,
-    ) -> None:
-        self.model = model
-        self.layer = layer
-        self.module = resolve_layer(model, layer)
-        self.config = BottleneckConfig(**config)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.seed, self.progress = batch_size, seed, progress
-        self.num_prefix_tokens = num_prefix_tokens
-        self.statistics = statistics
-        if statistics is not None and statistics.layer != layer:
-            raise ValueError(f"the statistics were estimated for layer {statistics.layer!r}, not {layer!r}")
-        self._expand_at_layer = True
-
-    # ---------------------------------------------------------------- statistics and checkpoints
-    def estimate(self, data: Iterable, num_samples: int = 10_000, min_samples: int = 1000) -> LayerStatistics:
-        """Estimate the layer's statistics on training data (see :func:`estimate_layer_statistics`)."""
-        with _frozen(self.model):
-            self.statistics = estimate_layer_statistics(
-                self.model, self.layer, data, num_samples, min_samples, progress=self.progress
-            )
-        return self.statistics
-
-    def save(self, path: str | Path) -> None:
-        """Write the layer, config and statistics (atomically; readable with ``weights_only=True``)."""
-        state = {"layer": self.layer, "config": asdict(self.config), "statistics": self._stats().to_dict()}
-        atomic_save(state, Path(path))
-
-    def load(self, path: str | Path) -> IBA:
-        """Load statistics (and config) written by :meth:`save` for this model and layer."""
-        state = safe_torch_load(path)
-        if state.get("layer") != self.layer:
-            raise ValueError(f"{path} holds statistics of layer {state.get('layer')!r}, not {self.layer!r}")
-        self.config = BottleneckConfig(**state["config"])
-        self.statistics = LayerStatistics.from_dict(state["statistics"])
-        return self
-
-    def _stats(self) -> LayerStatistics:
-        if self.statistics is None:
-            raise ValueError("no layer statistics: call .estimate(train_loader) first or pass statistics=...")
-        return self.statistics
-
-    # ---------------------------------------------------------------- the bottleneck
-    def _bottleneck(self, shape: tuple[int, ...], config: BottleneckConfig, device) -> PerImageBottleneck:
-        stats = self._stats().to(device)
-        return PerImageBottleneck(
-            shape,
-            mean=stats.mean,
-            std=stats.std.clamp_min(config.min_std),
-            init_alpha=config.init_alpha,
-            sigma=config.sigma,
-            active=(stats.active > config.active_threshold).float(),
-            nonnegative=stats.nonnegative,
-        )
-
-    def fit(self, x: Tensor, target: Tensor, indices: Iterable[int], config: BottleneckConfig | None = None):
-        """Fit the feature bottleneck of a batch; returns ``(bottleneck, clean features (B, ...), history)``."""
-        config = config or self.config
-        indices = list(indices)
-        b, k = len(x), config.copies
-        with torch.no_grad(), layer_output(self.module, stop=True) as captured:
-            self.model(x)
-        features = captured["output"].detach()
-        bottleneck = self._bottleneck(features.shape, config, x.device)
-        generators = image_generators(self.seed, indices, _FEATURE_STAGE, x.device)
-        holder: dict[str, Tensor] = {}
-
-        def hook(module, args, output):
-            z, holder["kl"] = bottleneck(output, holder["eps"])
-            return z
-
-        def logits_fn(eps: Tensor) -> tuple[Tensor, Tensor]:
-            holder["eps"] = eps
-            handle = self.module.register_forward_hook(hook)
-            try:
-                if self._expand_at_layer:
-                    # Fast path: run the layers before the bottleneck once per image, not once per copy.
-                    try:
-                        logits = self.model(x)
-                        if logits.shape[0] == b * k:
-                            return logits, holder["kl"]
-                    except torch.OutOfMemoryError:
-                        raise  # transient, and the slow path needs `copies` times more memory: not a reason to switch
-                    except RuntimeError:
-                        pass
-                    self._expand_at_layer = False  # e.g. a skip connection around the layer: copy the inputs
-                return self.model(x.repeat_interleave(k, 0)), holder["kl"]
-            finally:
-                handle.remove()
-
-        history = optimise_bottleneck(
-            bottleneck, logits_fn, target, generators, features.shape[1:], config.beta, config.steps,
-            config.lr, k, self.progress, desc=f"IBA at {self.layer}",
-        )  # fmt: skip
-        return bottleneck, features, history
-
-    def feature_map(self, bottleneck: PerImageBottleneck, features: Tensor) -> Tensor:
-        """Information per location of the layer, in bits: ``(B, h, w)``."""
-        with torch.no_grad():
-            kl = bottleneck.kl(features)
-        if kl.dim() == 3:  # ViT tokens (B, N, D): one location per patch token
-            return feature_grid(kl, self.num_prefix_tokens).sum(1) / math.log(2)
-        if kl.dim() != 4:
-            raise ValueError(f"cannot make a spatial map from features of shape {tuple(kl.shape)}")
-        return kl.sum(1) / math.log(2)
-
-    def attribute(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
-        """Bits per input pixel ``(B, H, W)`` (each location's bits spread over the pixels it covers).
-
-        Args:
-            x: images ``(B, C, H, W)`` shaped like the estimation data.
-            target: classes ``(B,)`` or one int; ``None`` explains the predicted class.
-        """
-        maps = []
-        for xb, tb, indices in self._chunks(x, target):
-            bottleneck, features, _ = self.fit(xb, tb, indices)
-            maps.append(upsample_bits(self.feature_map(bottleneck, features), x.shape[-2:]))
-        return torch.cat(maps)
-
-    def _chunks(self, x: Tensor, target) -> Iterator[tuple[Tensor, Tensor, range]]:
-        stats = self._stats()
-        stats.check_input(x)
-        if not torch.isfinite(x).all():
-            raise ValueError("the input contains NaN or infinite values")
-        with _frozen(self.model):
-            if target is None:
-                with torch.no_grad():
-                    target = self.model(x).argmax(-1)
-            target = torch.as_tensor(target, device=x.device).long().expand(len(x))
-            for start in range(0, len(x), self.batch_size):
-                stop = min(start + self.batch_size, len(x))
-                with torch.enable_grad():
-                    yield x[start:stop], target[start:stop], range(start, stop)
-
-
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's per-fit banners (one GAN fit runs per chunk of images)."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def _to_device(value, device: torch.device):
+    """Tensors in (nested) dicts moved to ``device``; other values as they are."""
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    return value
 
 
 class InputIBA(IBA):
@@ -250,7 +66,7 @@ class InputIBA(IBA):
         input: :class:`BottleneckConfig` (or a dict) of the input stage; paper: ``beta=20``, 60 steps.
         batch_size: images processed together in every stage.
         seed: seed of all per-image randomness.
-        progress: show progress bars (the GAN stage uses Lightning's).
+        progress: show progress bars.
         num_prefix_tokens: for ViT layers (see :class:`IBA`).
     """
 
@@ -267,30 +83,104 @@ class InputIBA(IBA):
         progress: bool = False,
         num_prefix_tokens: int | None = None,
     ) -> None:
-        feature = _config(BottleneckConfig, feature, beta=20.0)
+        feature = _config(BottleneckConfig, feature, **FEATURE_DEFAULTS)
         super().__init__(
             model, layer, statistics, batch_size, seed, progress, num_prefix_tokens, **asdict(feature)
         )
         self.gan_config = _config(GANConfig, gan)
-        self.input_config = _config(BottleneckConfig, input, beta=20.0, steps=60)
+        self.input_config = _config(BottleneckConfig, input, **INPUT_DEFAULTS)
         self.last: dict[str, Tensor] = {}
 
-    def explain(self, x: Tensor, target: Tensor | int | None = None) -> dict[str, Tensor]:
+    def explain(
+        self,
+        x: Tensor,
+        target: Tensor | int | None = None,
+        state_dir: str | Path | None = None,
+        save_every: int = 10,
+    ) -> dict:
         """All stages' maps: ``feature`` (IBA bits, upsampled), ``prior`` (GAN mask) and ``input`` (the result),
-        each ``(B, H, W)``; plus the GAN's per-step ``history`` of the last chunk."""
-        out: dict[str, list] = {"feature": [], "prior": [], "input": []}
+        each ``(B, H, W)``; ``generator``, the learned priors' weights (``mask_logit`` ``(B, C, H, W)``,
+        ``noise_mean`` and ``noise_std`` ``(B, C)``); and the GAN's per-step ``history`` of the last chunk.
+
+        Args:
+            x: images ``(B, C, H, W)``.
+            target: classes ``(B,)`` or one int; ``None`` explains the predicted class.
+            state_dir: keep the progress here (finished chunks, the GAN state every ``save_every`` steps) so that a
+                killed call, made again with the same arguments, resumes and ends bit for bit where an
+                uninterrupted one would (:mod:`.resume`); the folder is removed when the call returns.
+            save_every: GAN steps between two saves of its state (with ``state_dir``).
+        """
         if x.dim() != 4:
             raise ValueError(f"InputIBA explains images (B, C, H, W), got shape {tuple(x.shape)}")
-        for xb, tb, indices in self._chunks(x, target):
-            feature_bn, features, _ = self.fit(xb, tb, indices)
-            bits = upsample_bits(self.feature_map(feature_bn, features), x.shape[-2:])
-            prior, history = self.fit_prior(xb, features, feature_bn, bits, indices)
-            lam = self.fit_input(xb, tb, prior, indices)
-            out["feature"].append(bits)
-            out["prior"].append(prior.mean(1))
-            out["input"].append(lam.mean(1))
-        result = {key: torch.cat(value) for key, value in out.items()}
-        result["history"] = history
+        if save_every < 1:
+            raise ValueError(f"save_every must be >= 1, got {save_every}")
+        store = None
+        if state_dir is not None:
+            store = ResumeState(state_dir, self._fingerprint(x, target))
+        chunks = [
+            self._explain_chunk(xb, tb, indices, store, save_every)
+            for xb, tb, indices in self._chunks(x, target)
+        ]
+        result: dict = {key: torch.cat([c[key] for c in chunks]) for key in ("feature", "prior", "input")}
+        result["generator"] = {
+            key: torch.cat([c["generator"][key] for c in chunks])
+            for key in ("mask_logit", "noise_mean", "noise_std")
+        }
+        result["history"] = chunks[-1]["history"]
+        if store is not None:
+            store.clear()
+        return result
+
+    def _fingerprint(self, x: Tensor, target) -> str:
+        """What the maps depend on: images, targets, model weights, layer, statistics, settings and seed."""
+        settings = (self.layer, self.seed, self.batch_size, self.num_prefix_tokens)
+        configs = (self.config, self.gan_config, self.input_config)
+        target = "predicted" if target is None else torch.as_tensor(target)
+        return run_fingerprint(x, target, self.model, settings, configs, self._stats().to_dict())
+
+    def _explain_chunk(
+        self, x: Tensor, target: Tensor, indices: range, store: ResumeState | None, save_every: int
+    ) -> dict:
+        """The three stages for one chunk of images, resumed from ``store`` where it holds their progress."""
+        first = indices.start
+        if store is not None and (done := store.load("chunk", first)) is not None:
+            return _to_device(done, x.device)
+        saved = store.load("prior", first) if store is not None else None
+        if saved is None:
+            feature_bn, features, _ = self.fit(x, target, indices)
+        else:  # the feature stage of this chunk finished before the kill: rebuild it as it was
+            features = self.clean_features(x)
+            feature_bn = self._bottleneck(features.shape, self.config, x.device)
+            with torch.no_grad():
+                feature_bn.alpha.copy_(saved["feature_alpha"])
+        bits = upsample_bits(self.feature_map(feature_bn, features), x.shape[-2:])
+
+        def checkpoint(gan: GenerativePrior) -> None:
+            if gan.step % save_every == 0 or gan.step == gan.config.total_steps:
+                store.save(
+                    "prior", first, {"feature_alpha": feature_bn.alpha.detach(), "gan": gan.training_state()}
+                )
+
+        gan = self._generative_prior(x, features, feature_bn, bits, indices)
+        if saved is not None:
+            gan.load_training_state(saved["gan"])
+        gan.fit(self.progress, after_step=checkpoint if store is not None else None)
+        prior = gan.prior()
+        lam = self.fit_input(x, target, prior, indices)
+        generator = gan.generator
+        result = {
+            "feature": bits,
+            "prior": prior.mean(1),
+            "input": lam.mean(1),
+            "generator": {
+                "mask_logit": generator.mask_logit.detach(),
+                "noise_mean": generator.noise_mean.detach(),
+                "noise_std": generator.noise_std.detach(),
+            },
+            "history": gan.history,
+        }
+        if store is not None:
+            store.finish_chunk(first, result)
         return result
 
     def attribute(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
@@ -306,32 +196,28 @@ class InputIBA(IBA):
         indices: Iterable[int],
     ) -> tuple[Tensor, list[dict[str, float]]]:
         """Train the per-image generative priors; returns ``(mask (B, C, H, W) in [0, 1], GAN history)``."""
+        gan = self._generative_prior(x, features, feature_bn, bits, indices).fit(self.progress)
+        return gan.prior(), gan.history
+
+    def _generative_prior(
+        self,
+        x: Tensor,
+        features: Tensor,
+        feature_bn: PerImageBottleneck,
+        bits: Tensor,
+        indices: Iterable[int],
+    ) -> GenerativePrior:
+        """The untrained GAN of a chunk, its mask started at the feature map."""
         stats = self._stats().to(x.device)
-        generators = image_generators(self.seed, indices, _GAN_STAGE, x.device)
+        generators = image_generators(self.seed, indices, GAN_STAGE, x.device)
         # The authors start the mask logits at the feature map in bits per pixel; bits per pixel depend on the
         # layer's size, so we rescale the map to logits in [-init_logit, init_logit] (0.02..0.98 for 4).
         peak = bits.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
         init = torch.sigmoid(self.gan_config.init_logit * (2 * bits / peak - 1))
-        module = GenerativePriorModule(
+        return GenerativePrior(
             self.model, self.module, x, features, feature_bn, init, stats.input_mean,
             stats.input_std, generators, self.gan_config, self.num_prefix_tokens,
         )  # fmt: skip
-        with _quiet_lightning():
-            trainer = L.Trainer(
-                accelerator="gpu" if x.device.type == "cuda" else "cpu",
-                devices=[x.device.index or 0] if x.device.type == "cuda" else 1,
-                max_epochs=self.gan_config.epochs,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=self.progress,
-                num_sanity_val_steps=0,
-            )
-        with warnings.catch_warnings(), _quiet_lightning():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*GPU available but not used.*")
-            trainer.fit(module)
-        return module.prior(), module.history
 
     def fit_input(self, x: Tensor, target: Tensor, prior: Tensor, indices: Iterable[int]) -> Tensor:
         """Fit the input bottleneck against the prior; returns its ``lambda`` ``(B, C, H, W)``."""
@@ -346,7 +232,7 @@ class InputIBA(IBA):
             sigma=cfg.sigma,
             prior=prior,
         )
-        generators = image_generators(self.seed, indices, _INPUT_STAGE, x.device)
+        generators = image_generators(self.seed, indices, INPUT_STAGE, x.device)
 
         def logits_fn(eps: Tensor) -> tuple[Tensor, Tensor]:
             z, kl = bottleneck(x, eps)

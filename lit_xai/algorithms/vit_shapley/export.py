@@ -150,14 +150,10 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     parser.add_argument("output", help="common name of the two files, e.g. exported/digits_explainer")
     args = parser.parse_args(argv)
     from lit_xai.callbacks.class_names import checkpoint_class_names
-    from lit_xai.models import read_checkpoint
+    from lit_xai.checkpoint_identity import load_stage, require_stage
 
-    checkpoint = read_checkpoint(args.checkpoint)
-    if "surrogate_spec" not in checkpoint.get("hyper_parameters", {}):
-        raise ValueError(
-            f"{args.checkpoint} is not an ExplainerModule checkpoint (train one with explainer.yaml)"
-        )
-    module = ExplainerModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
+    checkpoint = require_stage(args.checkpoint, ExplainerModule, hint="train one with explainer.yaml")
+    module = load_stage(ExplainerModule, checkpoint, name=args.checkpoint)
     paths = export_explainer(module, args.output, checkpoint_class_names(checkpoint))
     print(f"wrote {paths[0]} and {paths[1]}")
     return paths

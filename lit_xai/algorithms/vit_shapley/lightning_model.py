@@ -31,7 +31,8 @@ from lit_xai.algorithms.vit_shapley.torch_model import (
     MLPExplainerNet,
     ViTExplainerNet,
 )
-from lit_xai.models import backbone_from_checkpoint, backbone_from_weights, build_model, read_checkpoint
+from lit_xai.checkpoint_identity import RecordsStage, require_stage
+from lit_xai.models import backbone_from_checkpoint, backbone_from_weights, build_model
 from lit_xai.players import FeatureGroups, PatchGrid
 from lit_xai.sampling import ShapleySampler, UniformSizeSampler, keyed_seed
 
@@ -40,7 +41,7 @@ __all__ = ["SurrogateModule", "ExplainerModule"]
 _VALIDATION_SEED = 12345
 
 
-class _MaskedStage(L.LightningModule):
+class _MaskedStage(RecordsStage, L.LightningModule):
     """Shared plumbing: AdamW with warm-up and cosine decay, and step-seeded mask generators."""
 
     def configure_optimizers(self):
@@ -308,10 +309,9 @@ class ExplainerModule(_MaskedStage):
 
 def _load_surrogate(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The surrogate network and the settings of its players and masker, from a SurrogateModule checkpoint."""
-    hparams = read_checkpoint(path).get("hyper_parameters", {})
-    if "masks_per_image" not in hparams:
-        raise ValueError(f"{path} is not a surrogate checkpoint (train one with SurrogateModule first)")
-    surrogate, backbone_spec = backbone_from_checkpoint(path, prefix="model.")
+    checkpoint = require_stage(path, SurrogateModule, hint="train one with configs/<dataset>/surrogate.yaml")
+    hparams = checkpoint.get("hyper_parameters", {})
+    surrogate, backbone_spec = backbone_from_checkpoint(checkpoint, prefix="model.", name=path)
     keys = ("masker", "masker_kwargs", "patch_size", "image_size", "num_features")
     spec = {key: hparams.get(key) for key in keys}
     spec["backbone_spec"] = backbone_spec
