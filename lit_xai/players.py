@@ -350,3 +350,22 @@ def as_player_values(values: Tensor, x: Tensor, players: Players, who: str = "th
             f"{who} returned shape {tuple(values.shape)} for inputs {tuple(x.shape)}: return "
             f"({x.shape[0]}, {players.num_players}) per-player values or a map in the input's layout ({err})"
         ) from err
+
+
+def players_for_input(
+    x: Tensor, patch_size: int | Sequence[int] | None = None, groups: Sequence[Sequence[int]] | None = None
+) -> Players:
+    """The players of an input batch: pixels or patches of images ``(B, C, H, W)``, columns of tables ``(B, F)``.
+
+    Args:
+        x: an example batch.
+        patch_size: for images, the side of a player in pixels (``None``: one pixel per player).
+        groups: for tables, optional column groups (one list of column indices per player).
+    """
+    if x.dim() == 4:
+        return PatchGrid(tuple(x.shape[-2:]), patch_size or 1)
+    if x.dim() == 2:
+        return FeatureGroups(x.shape[1], groups)
+    raise ValueError(
+        f"expected images (B, C, H, W) or tabular rows (B, F), got an input of shape {tuple(x.shape)}"
+    )

@@ -8,21 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_xai.algorithms.components.losses import prediction_kl
+from lit_xai.algorithms.components.saliency import build_saliency_masker, player_saliency
 from lit_xai.algorithms.saliency_guided import (
-    RandomRangeFill,
     SaliencyGuidedModule,
-    build_saliency_masker,
-    input_gradient,
     lowest_saliency_keep,
-    player_saliency,
-    players_for_input,
-    prediction_kl,
     saliency_guided_loss,
 )
+from lit_xai.attribution.gradients import input_gradient
 from lit_xai.cli import main as cli_main
 from lit_xai.data import DigitsDataModule
-from lit_xai.masking import BaselineFill
-from lit_xai.players import FeatureGroups, PatchGrid
+from lit_xai.masking import BaselineFill, RandomRangeFill
+from lit_xai.players import FeatureGroups, PatchGrid, players_for_input
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

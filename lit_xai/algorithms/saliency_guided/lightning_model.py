@@ -20,26 +20,16 @@ from typing import Any
 
 from torch import Tensor
 
-from lit_xai.algorithms.classifier.lightning_model import (
-    MaskedClassifierModule,
-    check_input_batch,
-    example_batch,
-)
+from lit_xai.algorithms.components.classifier import MaskedClassifierModule
+from lit_xai.algorithms.components.saliency import build_saliency_masker, player_saliency
+from lit_xai.algorithms.components.training import eval_mode
 from lit_xai.algorithms.saliency_guided.loss import saliency_guided_loss
-from lit_xai.algorithms.saliency_guided.torch_model import (
-    build_saliency_masker,
-    check_fraction,
-    eval_mode,
-    input_gradient,
-    lowest_saliency_keep,
-    num_masked,
-    player_saliency,
-    players_for_input,
-)
+from lit_xai.algorithms.saliency_guided.torch_model import check_fraction, lowest_saliency_keep, num_masked
+from lit_xai.attribution.gradients import input_gradient
 from lit_xai.masking import Masker
+from lit_xai.players import players_for_input
 
-# example_batch and check_input_batch moved to the classifier module (VisFIS uses them too); kept importable here.
-__all__ = ["SaliencyGuidedModule", "example_batch", "check_input_batch"]
+__all__ = ["SaliencyGuidedModule"]
 
 
 class SaliencyGuidedModule(MaskedClassifierModule):

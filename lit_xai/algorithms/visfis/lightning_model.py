@@ -22,13 +22,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_xai.algorithms.classifier.lightning_model import MaskedClassifierModule, check_input_batch
-from lit_xai.algorithms.saliency_guided.torch_model import (
-    build_saliency_masker,
-    output_gradient,
-    players_for_input,
-)
-from lit_xai.algorithms.step_random import step_generator
+from lit_xai.algorithms.components.classifier import MaskedClassifierModule
+from lit_xai.algorithms.components.saliency import build_saliency_masker
+from lit_xai.algorithms.components.step_random import step_generator
+from lit_xai.algorithms.components.training import check_input_batch
 from lit_xai.algorithms.visfis.loss import (
     attribution_invariance_loss,
     output_invariance_loss,
@@ -44,7 +41,9 @@ from lit_xai.algorithms.visfis.torch_model import (
     invariance_keep,
     model_importance,
 )
+from lit_xai.attribution.gradients import output_gradient
 from lit_xai.masking import Masker
+from lit_xai.players import players_for_input
 
 __all__ = ["VisFISModule"]
 
@@ -171,7 +170,7 @@ class VisFISModule(MaskedClassifierModule):
             if "plausibility" in w:
                 terms["plausibility"] = plausibility_loss(importance, human)
         if "rrr" in w:
-            gradient = output_gradient(logits, x_in, log_probs=True, create_graph=True)
+            gradient = output_gradient(logits.log_softmax(-1), x_in, create_graph=True)
             terms["rrr"] = rrr_loss(gradient, annotation)
         return logits, terms
 

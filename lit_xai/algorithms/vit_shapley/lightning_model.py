@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_xai.algorithms.classifier.lightning_model import cosine_with_warmup
-from lit_xai.algorithms.exact_mean import log_exact_mean
+from lit_xai.algorithms.components.exact_mean import log_exact_mean
+from lit_xai.algorithms.components.training import cosine_with_warmup
 from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker, is_vit
 from lit_xai.algorithms.vit_shapley.torch_model import (
     AmortizedShapley,
