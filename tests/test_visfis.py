@@ -26,7 +26,7 @@ from lit_xai.cli import main as cli_main
 from lit_xai.data import DecoyDigitsDataModule, DigitsDataModule
 from lit_xai.masking import BaselineFill
 from lit_xai.models import MLP
-from lit_xai.players import FeatureGroups, PatchGrid, players_for_input
+from lit_xai.players import FeatureGroups, PatchGrid, players_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 F_IN, K = 6, 3
@@ -252,7 +252,7 @@ def test_patch_players_and_all_terms_on_a_cnn():
         "cnn", 10, {"in_chans": 1, "channels": (4, 8)}, patch_size=4, attribution_invariance_weight=1.0,
         rrr_weight=1.0,
     )  # fmt: skip
-    assert players_for_input(torch.zeros(1, 1, 16, 16), 4).num_players == 16
+    assert players_for(torch.zeros(1, 1, 16, 16), patch_size=4).num_players == 16
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(module, DecoyDigitsDataModule(batch_size=16))
     for name in (

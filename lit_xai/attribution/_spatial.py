@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_xai.players import PatchGrid, Players
+from lit_xai.players import PatchGrid, Players, is_vit
 
 __all__ = [
-    "is_vit",
     "feature_grid",
     "token_grid",
     "tokens_to_grid",
@@ -16,11 +15,6 @@ __all__ = [
     "grid_to_pixels",
     "require_patch_grid",
 ]
-
-
-def is_vit(model: nn.Module) -> bool:
-    """Whether ``model`` looks like a timm VisionTransformer (patch embedding, blocks, prefix tokens)."""
-    return all(hasattr(model, name) for name in ("patch_embed", "blocks", "num_prefix_tokens"))
 
 
 def require_patch_grid(players: Players, method: str) -> PatchGrid:

@@ -27,7 +27,7 @@ from lit_xai.algorithms.saliency_guided.loss import saliency_guided_loss
 from lit_xai.algorithms.saliency_guided.torch_model import check_fraction, lowest_saliency_keep, num_masked
 from lit_xai.attribution.gradients import input_gradient
 from lit_xai.masking import Masker
-from lit_xai.players import players_for_input
+from lit_xai.players import players_for
 
 __all__ = ["SaliencyGuidedModule"]
 
@@ -86,7 +86,7 @@ class SaliencyGuidedModule(MaskedClassifierModule):
 
     def build_masker(self, x: Tensor) -> Masker:
         hp = self.hparams
-        players = players_for_input(x, hp.patch_size)
+        players = players_for(x, patch_size=hp.patch_size)  # pixels by default, as the paper
         players.check_input(x)
         num_masked(hp.mask_fraction, players.num_players)  # fails early if k masks no player
         return build_saliency_masker(players, hp.masker, hp.fill, **(hp.masker_kwargs or {}))

@@ -43,7 +43,7 @@ from lit_xai.algorithms.visfis.torch_model import (
 )
 from lit_xai.attribution.gradients import output_gradient
 from lit_xai.masking import Masker
-from lit_xai.players import players_for_input
+from lit_xai.players import players_for
 
 __all__ = ["VisFISModule"]
 
@@ -131,7 +131,7 @@ class VisFISModule(MaskedClassifierModule):
 
     def build_masker(self, x: Tensor) -> Masker:
         hp = self.hparams
-        players = players_for_input(x, hp.patch_size, hp.feature_groups)
+        players = players_for(x, patch_size=hp.patch_size, groups=hp.feature_groups)
         players.check_input(x)
         return build_saliency_masker(players, hp.masker, hp.fill, **(hp.masker_kwargs or {}))
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lit_xai.algorithms.components.exact_mean import log_exact_mean
 from lit_xai.algorithms.components.training import cosine_with_warmup
-from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker, is_vit
+from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker
 from lit_xai.algorithms.vit_shapley.torch_model import (
     AmortizedShapley,
     ConvExplainerNet,
@@ -32,7 +32,7 @@ from lit_xai.algorithms.vit_shapley.torch_model import (
     ViTExplainerNet,
 )
 from lit_xai.models import backbone_from_checkpoint, backbone_from_weights, build_model, read_checkpoint
-from lit_xai.players import FeatureGroups, PatchGrid
+from lit_xai.players import FeatureGroups, PatchGrid, is_vit
 from lit_xai.sampling import ShapleySampler, UniformSizeSampler, keyed_seed
 
 __all__ = ["SurrogateModule", "ExplainerModule"]
