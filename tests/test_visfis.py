@@ -11,7 +11,6 @@ from torch import nn
 from lit_xai.algorithms.visfis import (
     VisFISModule,
     attribution_invariance_loss,
-    check_annotation,
     human_importance,
     invariance_keep,
     model_importance,
@@ -21,6 +20,7 @@ from lit_xai.algorithms.visfis import (
     sufficiency_loss,
     uncertainty_loss,
 )
+from lit_xai.algorithms.visfis.torch_model import check_annotation
 from lit_xai.attribution.gradients import input_gradient, output_gradient
 from lit_xai.cli import main as cli_main
 from lit_xai.data import DecoyDigitsDataModule, DigitsDataModule

@@ -11,7 +11,6 @@ from lit_xai.metrics.eraser import Eraser
 from lit_xai.metrics.functional.confidence import (
     confidence_interval_from_moments,
     mean_confidence_interval,
-    t_quantile,
 )
 from lit_xai.metrics.insertion_deletion import InsertionDeletion
 from lit_xai.metrics.localization import Localization
@@ -28,5 +27,4 @@ __all__ = [
     "CompletenessSoundness",
     "mean_confidence_interval",
     "confidence_interval_from_moments",
-    "t_quantile",
 ]
