@@ -18,7 +18,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_xai.algorithms.components.exact_mean import log_exact_mean
 from lit_xai.algorithms.components.step_random import step_seed
-from lit_xai.algorithms.components.training import check_input_batch, cosine_with_warmup, example_batch
+from lit_xai.algorithms.components.training import (
+    LRSchedulerCallable,
+    OptimizerCallable,
+    check_input_batch,
+    configure_optimization,
+    example_batch,
+)
 from lit_xai.masking import Masker
 from lit_xai.models import build_model
 
@@ -26,7 +32,7 @@ __all__ = ["ClassifierModule", "MaskedClassifierModule"]
 
 
 class ClassifierModule(L.LightningModule):
-    """Cross-entropy training with torchmetrics accuracy, AdamW and a cosine schedule.
+    """Cross-entropy training with torchmetrics accuracy, AdamW and a warm-up cosine schedule (or the config's).
 
     Args:
         backbone: a model name for :func:`lit_xai.models.build_model` (``"mlp"``, ``"cnn"`` or a timm name).
@@ -38,6 +44,9 @@ class ClassifierModule(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps before the cosine decay.
         label_smoothing: cross-entropy label smoothing.
+        optimizer: an optimizer from the config (LightningCLI ``OptimizerCallable``) instead of AdamW with ``lr``
+            and ``weight_decay``; see :func:`~lit_xai.algorithms.components.training.configure_optimization`.
+        lr_scheduler: a schedule from the config (``LRSchedulerCallable``) instead of the warm-up cosine one.
     """
 
     def __init__(
@@ -51,9 +60,13 @@ class ClassifierModule(L.LightningModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Callables are not settings a checkpoint can hold (they are read weights-only): the config keeps them.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.optimizer_callable, self.lr_scheduler_callable = optimizer, lr_scheduler
         self.model = build_model(
             backbone,
             num_classes,
@@ -121,12 +134,9 @@ class ClassifierModule(L.LightningModule):
         return self.model(batch["input"]).softmax(-1)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        return configure_optimization(
+            self, self.parameters(), self.optimizer_callable, self.lr_scheduler_callable
         )
-        total = self.trainer.estimated_stepping_batches
-        scheduler = cosine_with_warmup(optimizer, int(total), self.hparams.warmup_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class MaskedClassifierModule(ClassifierModule):

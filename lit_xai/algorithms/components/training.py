@@ -1,16 +1,25 @@
-"""Small helpers the training stages share: the learning-rate schedule, batch checks, a temporary eval mode."""
+"""Small helpers the training stages share: the optimiser and its schedule, batch checks, a temporary eval mode."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-__all__ = ["check_input_batch", "cosine_with_warmup", "eval_mode", "example_batch"]
+__all__ = [
+    "LRSchedulerCallable",
+    "OptimizerCallable",
+    "check_input_batch",
+    "configure_optimization",
+    "cosine_with_warmup",
+    "eval_mode",
+    "example_batch",
+]
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0):
@@ -23,6 +32,33 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
         return 0.5 * (1.0 + torch.cos(torch.tensor(min(1.0, progress) * torch.pi)).item())
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def configure_optimization(
+    module: L.LightningModule,
+    params: Iterable[nn.Parameter],
+    optimizer: OptimizerCallable | None = None,
+    lr_scheduler: LRSchedulerCallable | None = None,
+) -> dict[str, Any]:
+    """What ``configure_optimizers`` returns for the training stages.
+
+    By default AdamW with the module's ``hparams.lr`` and ``hparams.weight_decay``, and :func:`cosine_with_warmup`
+    over the whole run with ``hparams.warmup_steps``, stepped every optimisation step (as ViT Shapley trains).
+    ``optimizer`` / ``lr_scheduler`` come from a config (LightningCLI's ``OptimizerCallable`` and
+    ``LRSchedulerCallable``, e.g. ``optimizer: {class_path: torch.optim.SGD, init_args: {lr: 0.1}}``) and replace
+    the default: a given optimizer takes its settings from its own ``init_args`` (``lr`` and ``weight_decay`` are
+    then unused) and keeps the warm-up cosine schedule unless a scheduler is given too; a given scheduler is stepped
+    once per epoch, Lightning's default, and one that watches a metric (``ReduceLROnPlateau``) watches ``val/loss``.
+    """
+    hp = module.hparams
+    if optimizer is None:
+        built = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    else:
+        built = optimizer(params)
+    if lr_scheduler is None:
+        schedule = cosine_with_warmup(built, int(module.trainer.estimated_stepping_batches), hp.warmup_steps)
+        return {"optimizer": built, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    return {"optimizer": built, "lr_scheduler": {"scheduler": lr_scheduler(built), "monitor": "val/loss"}}
 
 
 def example_batch(trainer: L.Trainer | None) -> dict[str, Tensor] | None:

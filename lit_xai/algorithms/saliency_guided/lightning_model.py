@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lit_xai.algorithms.components.classifier import MaskedClassifierModule
 from lit_xai.algorithms.components.saliency import build_saliency_masker, player_saliency
-from lit_xai.algorithms.components.training import eval_mode
+from lit_xai.algorithms.components.training import LRSchedulerCallable, OptimizerCallable, eval_mode
 from lit_xai.algorithms.saliency_guided.loss import saliency_guided_loss
 from lit_xai.algorithms.saliency_guided.torch_model import check_fraction, lowest_saliency_keep, num_masked
 from lit_xai.attribution.gradients import input_gradient
@@ -37,7 +37,7 @@ class SaliencyGuidedModule(MaskedClassifierModule):
 
     Args:
         backbone, num_classes, backbone_kwargs, pretrained, checkpoint_path, lr, weight_decay, warmup_steps,
-            label_smoothing: as for :class:`~lit_xai.algorithms.classifier.ClassifierModule`.
+            label_smoothing, optimizer, lr_scheduler: as for :class:`~lit_xai.algorithms.classifier.ClassifierModule`.
         mask_fraction: ``k``, the share of players masked each step, in ``(0, 1)`` (the paper: 0.5 on MNIST).
         kl_weight: ``λ`` of the KL term (the paper: 1).
         signed: rank players by the signed gradient instead of its absolute value.
@@ -61,6 +61,8 @@ class SaliencyGuidedModule(MaskedClassifierModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
         mask_fraction: float = 0.5,
         kl_weight: float = 1.0,
         signed: bool = False,
@@ -82,6 +84,8 @@ class SaliencyGuidedModule(MaskedClassifierModule):
             weight_decay=weight_decay,
             warmup_steps=warmup_steps,
             label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
 
     def build_masker(self, x: Tensor) -> Masker:

@@ -25,7 +25,7 @@ from torch import Tensor
 from lit_xai.algorithms.components.classifier import MaskedClassifierModule
 from lit_xai.algorithms.components.saliency import build_saliency_masker
 from lit_xai.algorithms.components.step_random import step_generator
-from lit_xai.algorithms.components.training import check_input_batch
+from lit_xai.algorithms.components.training import LRSchedulerCallable, OptimizerCallable, check_input_batch
 from lit_xai.algorithms.visfis.loss import (
     attribution_invariance_loss,
     output_invariance_loss,
@@ -55,7 +55,7 @@ class VisFISModule(MaskedClassifierModule):
 
     Args:
         backbone, num_classes, backbone_kwargs, pretrained, checkpoint_path, lr, weight_decay, warmup_steps,
-            label_smoothing: as for :class:`~lit_xai.algorithms.classifier.ClassifierModule`.
+            label_smoothing, optimizer, lr_scheduler: as for :class:`~lit_xai.algorithms.classifier.ClassifierModule`.
         sufficiency_weight: weight of the sufficiency term.
         uncertainty_weight: weight of the uncertainty term.
         output_invariance_weight: weight of invariance by output alignment.
@@ -84,6 +84,8 @@ class VisFISModule(MaskedClassifierModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
         sufficiency_weight: float = 1.0,
         uncertainty_weight: float = 1.0,
         output_invariance_weight: float = 1.0,
@@ -122,6 +124,8 @@ class VisFISModule(MaskedClassifierModule):
             weight_decay=weight_decay,
             warmup_steps=warmup_steps,
             label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.loss_weights = {name: float(w) for name, w in weights.items() if w > 0}
 
