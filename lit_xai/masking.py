@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_xai.players import FeatureGroups, PatchGrid, Players, check_keep
+from lit_xai.registry import register
 
 __all__ = [
     "Masker",
@@ -34,6 +35,7 @@ __all__ = [
     "RandomRangeFill",
     "AppendMask",
     "build_masker",
+    "register_masker",
     "MASKERS",
 ]
 
@@ -418,6 +420,29 @@ MASKERS: dict[str, type[Masker]] = {
     "random_range": RandomRangeFill,
     "append_mask": AppendMask,
 }
+
+
+def register_masker(name: str):
+    """Class decorator: make a :class:`Masker` subclass buildable by ``name`` (``build_masker``, configs'
+    ``masker:`` keys, ``evaluate.py``'s ``model.masker``). Its constructor takes the players first.
+
+    Example:
+        >>> @register_masker("half_fill")
+        ... class HalfFill(BaselineFill):
+        ...     def baseline(self, x):
+        ...         return torch.full_like(x, 0.5)
+        >>> from lit_xai.players import FeatureGroups
+        >>> build_masker("half_fill", FeatureGroups(2))(nn.Identity(), torch.ones(1, 2), torch.tensor([[True, False]]))
+        tensor([[1.0000, 0.5000]])
+        >>> _ = MASKERS.pop("half_fill")  # (keep the doctest from leaking into other tests)
+    """
+
+    def decorator(cls: type[Masker]) -> type[Masker]:
+        if not (isinstance(cls, type) and issubclass(cls, Masker)):
+            raise ValueError(f"register_masker needs a Masker subclass, got {cls!r}")
+        return register(MASKERS, "masker", name, cls)
+
+    return decorator
 
 
 def build_masker(name: str, players: Players, **kwargs) -> Masker:
