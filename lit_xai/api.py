@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_xai.masking import Masker
-from lit_xai.players import Players, as_player_values
+from lit_xai.players import Players, as_player_values, players_for
 from lit_xai.protocols import ExplainedModel, Explainer
 
 __all__ = ["DEFAULT_GRID", "Explanation", "explain", "score"]
@@ -57,20 +57,15 @@ def _network(model: nn.Module) -> nn.Module:
     return model.explained_network if isinstance(model, ExplainedModel) else model
 
 
-def _default_players(network: nn.Module, x: Tensor, patch_size: int | None) -> Players:
-    from lit_xai.algorithms.vit_shapley.removal import build_players, is_vit
-
-    if x.dim() == 2:
-        return build_players(network, num_features=x.shape[1])
-    if patch_size is None and not is_vit(network):
-        side = min(x.shape[-2:])
-        grid = next((g for g in (DEFAULT_GRID, DEFAULT_GRID // 2) if side % g == 0), None)
-        if grid is None:
-            raise ValueError(
-                f"images of {tuple(x.shape[-2:])} pixels: give patch_size (a divisor of both sides) to set the players"
-            )
-        patch_size = side // grid
-    return build_players(network, patch_size, None if is_vit(network) else tuple(x.shape[-2:]))
+def _default_grid_patch(image_size: tuple[int, int]) -> int:
+    """A square patch that cuts the shorter side into ``DEFAULT_GRID`` (else ``DEFAULT_GRID // 2``) cells."""
+    side = min(image_size)
+    grid = next((g for g in (DEFAULT_GRID, DEFAULT_GRID // 2) if side % g == 0), None)
+    if grid is None:
+        raise ValueError(
+            f"images of {tuple(image_size)} pixels: give patch_size (a divisor of both sides) to set the players"
+        )
+    return side // grid
 
 
 def _removal(
@@ -86,7 +81,7 @@ def _removal(
     if players is None and declared and model.players is not None and patch_size is None:
         players = model.players
     if players is None:
-        players = _default_players(network, x, patch_size)
+        players = players_for(x, network, patch_size=patch_size, default_patch_size=_default_grid_patch)
     if masker == "auto" and declared and model.masker is not None and model.masker.players is players:
         return network, players, model.masker
     return network, players, build_stage_masker(network, players, masker)

@@ -10,6 +10,7 @@ removing players are provided (Covert, Lundberg & Lee, "Explaining by Removing",
   "pre-softmax" masking of ViT Shapley, Covert, Kim & Lee, ICLR 2023). Equivalent to token dropping, at full cost.
 - :class:`BaselineFill` (any model): missing pixels or columns are replaced by a baseline (zeros, a mean, a blurred
   copy, noise, or a given tensor).
+  :class:`RandomRangeFill` fills with uniform noise within each sample's range (saliency-guided training).
 - :class:`AppendMask` (models trained for it): missing values are zeroed and the mask is appended as an extra
   channel or extra columns, so the model can tell "zero" from "missing" (FastSHAP; Covert et al., ICML 2023).
 """
@@ -24,8 +25,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_xai.players import FeatureGroups, PatchGrid, Players, check_keep
+from lit_xai.registry import register
 
-__all__ = ["Masker", "TokenDrop", "AttentionMask", "BaselineFill", "AppendMask", "build_masker", "MASKERS"]
+__all__ = [
+    "Masker",
+    "TokenDrop",
+    "AttentionMask",
+    "BaselineFill",
+    "RandomRangeFill",
+    "AppendMask",
+    "build_masker",
+    "register_masker",
+    "MASKERS",
+]
 
 
 class Masker:
@@ -381,6 +393,25 @@ class BaselineFill(Masker):
         return model(self.mask_input(x, keep, soft=True))
 
 
+class RandomRangeFill(BaselineFill):
+    """Missing values become uniform random numbers within each sample's own ``[min, max]``.
+
+    The fill of saliency-guided training (Ismail, Corrada Bravo & Feizi, NeurIPS 2021). A fresh draw per call, from
+    ``generator`` if given (else the global RNG, seeded by ``seed_everything``).
+    """
+
+    def __init__(self, players: Players, generator: torch.Generator | None = None) -> None:
+        super().__init__(players, fill=0.0, generator=generator)
+        self.constant_null = False
+
+    def baseline(self, x: Tensor) -> Tensor:
+        dims = tuple(range(1, x.dim()))
+        low, high = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+        device = self.generator.device if self.generator is not None else x.device
+        u = torch.rand(x.shape, generator=self.generator, device=device).to(x)
+        return low + (high - low) * u
+
+
 class AppendMask(Masker):
     """Zero the missing players and append the mask, so the model knows what is missing.
 
@@ -406,8 +437,32 @@ MASKERS: dict[str, type[Masker]] = {
     "token_drop": TokenDrop,
     "attention_mask": AttentionMask,
     "baseline": BaselineFill,
+    "random_range": RandomRangeFill,
     "append_mask": AppendMask,
 }
+
+
+def register_masker(name: str):
+    """Class decorator: make a :class:`Masker` subclass buildable by ``name`` (``build_masker``, configs'
+    ``masker:`` keys, ``evaluate.py``'s ``model.masker``). Its constructor takes the players first.
+
+    Example:
+        >>> @register_masker("half_fill")
+        ... class HalfFill(BaselineFill):
+        ...     def baseline(self, x):
+        ...         return torch.full_like(x, 0.5)
+        >>> from lit_xai.players import FeatureGroups
+        >>> build_masker("half_fill", FeatureGroups(2))(nn.Identity(), torch.ones(1, 2), torch.tensor([[True, False]]))
+        tensor([[1.0000, 0.5000]])
+        >>> _ = MASKERS.pop("half_fill")  # (keep the doctest from leaking into other tests)
+    """
+
+    def decorator(cls: type[Masker]) -> type[Masker]:
+        if not (isinstance(cls, type) and issubclass(cls, Masker)):
+            raise ValueError(f"register_masker needs a Masker subclass, got {cls!r}")
+        return register(MASKERS, "masker", name, cls)
+
+    return decorator
 
 
 def build_masker(name: str, players: Players, **kwargs) -> Masker:

@@ -17,14 +17,23 @@ which kind of data they are looking at.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Players", "PatchGrid", "FeatureGroups", "ChannelGroups", "check_keep", "as_player_values"]
+__all__ = [
+    "Players",
+    "PatchGrid",
+    "FeatureGroups",
+    "ChannelGroups",
+    "check_keep",
+    "as_player_values",
+    "is_vit",
+    "players_for",
+]
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -350,3 +359,78 @@ def as_player_values(values: Tensor, x: Tensor, players: Players, who: str = "th
             f"{who} returned shape {tuple(values.shape)} for inputs {tuple(x.shape)}: return "
             f"({x.shape[0]}, {players.num_players}) per-player values or a map in the input's layout ({err})"
         ) from err
+
+
+def is_vit(model: object) -> bool:
+    """Whether ``model`` looks like a timm VisionTransformer (patch embedding, blocks, prefix tokens).
+
+    The one is-ViT test of the package: ViT-aware defaults (players = the ViT's patches, token dropping, GradCAM
+    on tokens, attention rollout) all ask it.
+    """
+    return all(hasattr(model, name) for name in ("patch_embed", "blocks", "num_prefix_tokens"))
+
+
+PatchSide = int | Sequence[int]
+
+
+def players_for(
+    x: Tensor | None = None,
+    model: object | None = None,
+    *,
+    image_size: PatchSide | None = None,
+    patch_size: PatchSide | None = None,
+    num_features: int | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
+    default_patch_size: PatchSide | Callable[[tuple[int, int]], PatchSide] | None = 1,
+) -> Players:
+    """The players of a model's inputs: patches of images, columns (or column groups) of tables.
+
+    Every default "players of this input / this model" in lit_xai comes from here. The kind of data is read from
+    ``x`` (images ``(B, C, H, W)`` or rows ``(B, F)``), else from ``image_size`` / ``num_features``, else from a
+    timm ViT ``model`` (its own image size). The patch size is ``patch_size``, else a ViT ``model``'s own patch
+    size (so players are its tokens), else ``default_patch_size`` (a size, or a function of the image size).
+
+    Args:
+        x: an example batch (its shape is used, never its values).
+        model: the network the players are for; only a timm ViT changes the defaults.
+        image_size: ``H`` or ``(H, W)`` when there is no ``x``.
+        patch_size: the side of a player in pixels.
+        num_features: the number of columns of tabular data when there is no ``x``.
+        groups: optional column groups, one list of column indices per player (tabular only).
+        default_patch_size: the patch size when neither ``patch_size`` nor a ViT gives one; ``None`` makes the
+            patch size required.
+
+    Example:
+        >>> players_for(torch.zeros(2, 3, 8, 8), patch_size=4)
+        PatchGrid(image_size=(8, 8), patch_size=(4, 4))
+        >>> players_for(torch.zeros(2, 5)).num_players
+        5
+    """
+    if x is not None:
+        if x.dim() == 4:
+            image_size = tuple(x.shape[-2:])
+        elif x.dim() == 2:
+            num_features = x.shape[1]
+        else:
+            raise ValueError(
+                f"expected images (B, C, H, W) or tabular rows (B, F), got an input of shape {tuple(x.shape)}"
+            )
+    if image_size is not None and num_features is not None:
+        raise ValueError("give exactly one of image_size (images) or num_features (tabular data)")
+    if num_features is not None:
+        return FeatureGroups(num_features, groups)
+    if groups is not None:
+        raise ValueError("groups apply to tabular data; for images group pixels with patch_size")
+    vit = model is not None and is_vit(model)
+    if vit:
+        image_size = image_size or tuple(model.patch_embed.img_size)
+        patch_size = patch_size or tuple(model.patch_embed.patch_size)
+    if image_size is not None and patch_size is None:
+        default = default_patch_size
+        patch_size = default(_pair(image_size, "image_size")) if callable(default) else default
+    if image_size is None or patch_size is None:
+        what = f"a {type(model).__name__}" if model is not None else "these inputs"
+        raise ValueError(
+            f"cannot tell the players of {what}: set image_size and patch_size (images) or num_features (tabular)"
+        )
+    return PatchGrid(image_size, patch_size)

@@ -71,7 +71,7 @@ def test_a_module_trained_without_the_cli_names_its_stage(tmp_path):
     path = _trained_without_cli(tmp_path, _tiny_classifier())
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint[STAGE_KEY] == {
-        "class_path": "lit_xai.algorithms.classifier.lightning_model.ClassifierModule",
+        "class_path": "lit_xai.algorithms.components.classifier.ClassifierModule",
         "format": FORMAT_VERSION,
     }
     assert "_class_path" not in checkpoint["hyper_parameters"]

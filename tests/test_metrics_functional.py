@@ -18,7 +18,6 @@ from lit_xai.metrics.functional import (
     mean_confidence_interval,
     sensitivity_n,
     shapley_error,
-    t_quantile,
 )
 from lit_xai.metrics.functional._utils import rank_players, rankdata
 from lit_xai.players import FeatureGroups, PatchGrid
@@ -397,12 +396,6 @@ def test_eraser_exact_linear_attribution_beats_reversed_ranking():
 
 
 # --------------------------------------------------------------------------------------------- confidence intervals
-
-
-def test_t_quantile_matches_scipy():
-    for df in (1, 2, 3, 7, 30, 250, 999, 1000, 1e6):
-        for p in (0.6, 0.9, 0.975, 0.995, 0.025):
-            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9, abs=1e-9)
 
 
 def test_mean_confidence_interval_matches_scipy():

@@ -75,3 +75,60 @@ def test_zero_one_keep_masks_of_any_dtype_are_read_as_booleans():
     expected = torch.tensor([[True, False, False, True]])
     for dtype in (torch.bool, torch.uint8, torch.int64, torch.float16, torch.float64):
         assert torch.equal(check_keep(expected.to(dtype), 4), expected)
+
+
+# ------------------------------------------------------------------------------------ the players of a model
+
+
+def assert_grid(players, expected: PatchGrid) -> None:
+    assert isinstance(players, PatchGrid)
+    assert (players.image_size, players.patch_size) == (expected.image_size, expected.patch_size)
+
+
+def test_players_for_reads_the_kind_of_data_from_the_input_or_the_sizes():
+    from lit_xai.players import players_for
+
+    assert_grid(players_for(torch.zeros(2, 3, 8, 6)), PatchGrid((8, 6), 1))  # pixels by default
+    assert players_for(torch.zeros(2, 3, 8, 6), patch_size=2).grid_size == (4, 3)
+    assert players_for(image_size=8, patch_size=4).num_players == 4
+    tabular = players_for(torch.zeros(2, 5), groups=[[0, 1], [2], [3, 4]])
+    assert isinstance(tabular, FeatureGroups) and tabular.num_players == 3
+    assert players_for(num_features=4).num_players == 4
+    size_rule = players_for(torch.zeros(1, 1, 12, 20), default_patch_size=lambda hw: (hw[0] // 3, hw[1] // 5))
+    assert size_rule.grid_size == (3, 5)
+    for kwargs, message in [
+        (dict(x=torch.zeros(2, 3, 4)), "images .* or tabular rows"),
+        (dict(image_size=8, num_features=3), "exactly one of"),
+        (dict(image_size=8, groups=[[0]]), "groups apply to tabular"),
+        (dict(image_size=8, default_patch_size=None), "cannot tell the players"),
+        (dict(), "cannot tell the players"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            players_for(**kwargs)
+
+
+def test_players_for_a_vit_are_its_patches_unless_told_otherwise():
+    import timm
+    from torch import nn
+
+    from lit_xai.players import is_vit, players_for
+
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=3,
+        img_size=16,
+        patch_size=4,
+        depth=1,
+        embed_dim=16,
+        num_heads=2,
+    )
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+    assert is_vit(vit) and not is_vit(cnn)
+    assert_grid(
+        players_for(model=vit, default_patch_size=None), PatchGrid(16, 4)
+    )  # sizes from the ViT itself
+    assert_grid(players_for(torch.zeros(1, 3, 16, 16), vit, patch_size=8), PatchGrid(16, 8))
+    assert_grid(players_for(torch.zeros(1, 1, 16, 16), cnn), PatchGrid(16, 1))  # a CNN gets the default
+    with pytest.raises(ValueError, match="cannot tell the players of a Sequential"):
+        players_for(model=cnn, image_size=16, default_patch_size=None)

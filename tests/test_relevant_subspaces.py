@@ -10,9 +10,9 @@ from lit_xai.algorithms.relevant_subspaces import (
     RelevantSubspaces,
     collect_pairs,
     drsa,
-    drsa_objective,
     prca,
 )
+from lit_xai.algorithms.relevant_subspaces.subspaces import drsa_objective
 from lit_xai.attribution import GradientXInput
 from lit_xai.models import SmallCNN
 from lit_xai.players import PatchGrid

@@ -8,21 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_xai.algorithms.components.losses import prediction_kl
+from lit_xai.algorithms.components.saliency import build_saliency_masker, player_saliency
 from lit_xai.algorithms.saliency_guided import (
-    RandomRangeFill,
     SaliencyGuidedModule,
-    build_saliency_masker,
-    input_gradient,
     lowest_saliency_keep,
-    player_saliency,
-    players_for_input,
-    prediction_kl,
     saliency_guided_loss,
 )
+from lit_xai.attribution.gradients import input_gradient
 from lit_xai.cli import main as cli_main
 from lit_xai.data import DigitsDataModule
-from lit_xai.masking import BaselineFill
-from lit_xai.players import FeatureGroups, PatchGrid
+from lit_xai.masking import BaselineFill, RandomRangeFill
+from lit_xai.players import FeatureGroups, PatchGrid, players_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -54,7 +51,7 @@ def test_lowest_saliency_keep_removes_exactly_the_lowest_share():
 def test_random_fill_replaces_only_the_masked_pixels_and_leaves_the_rest_bit_identical():
     torch.manual_seed(0)
     x = torch.randn(5, 3, 8, 8) * 3 + 1
-    players = players_for_input(x)
+    players = players_for(x)
     assert isinstance(players, PatchGrid) and players.num_players == 64
     saliency = torch.rand(5, 64)
     keep = lowest_saliency_keep(saliency, 0.3)
@@ -75,7 +72,7 @@ def test_random_fill_replaces_only_the_masked_pixels_and_leaves_the_rest_bit_ide
 
 def test_constant_fill_and_tabular_players():
     x = torch.randn(4, 10)
-    players = players_for_input(x)
+    players = players_for(x)
     assert isinstance(players, FeatureGroups) and players.num_players == 10
     masker = build_saliency_masker(players, fill=-2.5)
     assert isinstance(masker, BaselineFill) and not isinstance(masker, RandomRangeFill)

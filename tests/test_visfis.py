@@ -8,11 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from lit_xai.algorithms.saliency_guided import input_gradient, players_for_input
 from lit_xai.algorithms.visfis import (
     VisFISModule,
     attribution_invariance_loss,
-    check_annotation,
     human_importance,
     invariance_keep,
     model_importance,
@@ -22,11 +20,13 @@ from lit_xai.algorithms.visfis import (
     sufficiency_loss,
     uncertainty_loss,
 )
+from lit_xai.algorithms.visfis.torch_model import check_annotation
+from lit_xai.attribution.gradients import input_gradient, output_gradient
 from lit_xai.cli import main as cli_main
 from lit_xai.data import DecoyDigitsDataModule, DigitsDataModule
 from lit_xai.masking import BaselineFill
 from lit_xai.models import MLP
-from lit_xai.players import FeatureGroups, PatchGrid
+from lit_xai.players import FeatureGroups, PatchGrid, players_for
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 F_IN, K = 6, 3
@@ -129,20 +129,26 @@ def test_plausibility_is_zero_for_aligned_importance_and_one_for_orthogonal():
     )
 
 
+def log_prob_sum_gradient(model: nn.Module, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """RRR's input gradient ``d/dx sum_k log p_k``, as VisFISModule takes it."""
+    x = x.detach().requires_grad_(True)
+    return output_gradient(model(x).log_softmax(-1), x, create_graph=create_graph)
+
+
 def test_rrr_matches_the_linear_closed_form_and_vanishes_for_a_blind_model():
     x, _, important = tabular_batch()
     annotation = important.float()
     # For logits W x: d/dx sum_k log p_k = sum_k W_k - K * sum_j p_j W_j.
     torch.manual_seed(0)
     linear = nn.Linear(F_IN, K)
-    grad = input_gradient(linear, x, log_probs=True)
+    grad = log_prob_sum_gradient(linear, x)
     p = linear(x).softmax(-1)
     expected = linear.weight.sum(0) - K * p @ linear.weight
     torch.testing.assert_close(grad, expected)
     rows = annotation.sum(1) > 0
     manual = ((1 - annotation[rows]) * expected[rows]).square().sum(1).mean()
     torch.testing.assert_close(rrr_loss(grad, annotation), manual)
-    assert rrr_loss(input_gradient(blind_linear(), x, log_probs=True), annotation) == 0
+    assert rrr_loss(log_prob_sum_gradient(blind_linear(), x), annotation) == 0
 
 
 # ------------------------------------------------------------------------------------- gradients and batch order
@@ -160,7 +166,7 @@ def all_terms(model: nn.Module, x, y, important, keep) -> dict[str, torch.Tensor
         "output_invariance": output_invariance_loss(model, masker, x, logits, important, keep),
         "attribution_invariance": attribution_invariance_loss(importance, important),
         "plausibility": plausibility_loss(importance, human),
-        "rrr": rrr_loss(input_gradient(model, x, log_probs=True, create_graph=True), human),
+        "rrr": rrr_loss(log_prob_sum_gradient(model, x, create_graph=True), human),
     }
 
 
@@ -246,7 +252,7 @@ def test_patch_players_and_all_terms_on_a_cnn():
         "cnn", 10, {"in_chans": 1, "channels": (4, 8)}, patch_size=4, attribution_invariance_weight=1.0,
         rrr_weight=1.0,
     )  # fmt: skip
-    assert players_for_input(torch.zeros(1, 1, 16, 16), 4).num_players == 16
+    assert players_for(torch.zeros(1, 1, 16, 16), patch_size=4).num_players == 16
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(module, DecoyDigitsDataModule(batch_size=16))
     for name in (

@@ -34,6 +34,7 @@ from lit_xai.attribution.hsic import HSICAttribution
 from lit_xai.attribution.input_agnostic import InputAgnosticSaliency
 from lit_xai.attribution.integrated_gradients import IntegratedGradients
 from lit_xai.attribution.kernel_shap import KernelSHAP
+from lit_xai.attribution.learned import LearnedAttribution
 from lit_xai.attribution.leverage_shap import LeverageSHAP
 from lit_xai.attribution.permutation_shap import PermutationSHAP
 from lit_xai.attribution.perturbation import RISE, LeaveOneOut, PerturbationAttribution
@@ -42,6 +43,7 @@ from lit_xai.attribution.shap_cam import ShapCAM
 from lit_xai.attribution.sobol import SobolAttribution
 from lit_xai.attribution.weighted_shap import WeightedSHAP
 from lit_xai.players import Players
+from lit_xai.registry import register
 
 __all__ = [
     "ATTRIBUTIONS",
@@ -69,7 +71,9 @@ __all__ = [
     "SmoothGrad",
     "SobolAttribution",
     "WeightedSHAP",
+    "LearnedAttribution",
     "build_attribution",
+    "register_attribution",
 ]
 
 ATTRIBUTIONS: dict[str, type[Attribution]] = {
@@ -98,6 +102,17 @@ ATTRIBUTIONS: dict[str, type[Attribution]] = {
         RandomAttribution,
     )
 }
+
+
+def register_attribution(cls: type[Attribution]) -> type[Attribution]:
+    """Class decorator: make an :class:`Attribution` subclass a baseline known by its ``name`` to
+    :func:`build_attribution`, ``evaluate.py`` (``baselines``, ``baseline_kwargs``), the explanation callbacks and
+    ``lit_xai.explain``. Its constructor takes ``(model, players, **options)``, plus ``masker`` for a
+    :class:`PerturbationAttribution`. A trained explainer joins the same way through :class:`LearnedAttribution`.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Attribution)):
+        raise ValueError(f"register_attribution needs an Attribution subclass, got {cls!r}")
+    return register(ATTRIBUTIONS, "baseline", cls.name, cls)
 
 
 def build_attribution(

@@ -5,21 +5,16 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_xai.players import PatchGrid, Players
+from lit_xai.players import PatchGrid, Players, is_vit
 
 __all__ = [
-    "is_vit",
+    "feature_grid",
     "token_grid",
     "tokens_to_grid",
     "grid_to_players",
     "grid_to_pixels",
     "require_patch_grid",
 ]
-
-
-def is_vit(model: nn.Module) -> bool:
-    """Whether ``model`` looks like a timm VisionTransformer (patch embedding, blocks, prefix tokens)."""
-    return all(hasattr(model, name) for name in ("patch_embed", "blocks", "num_prefix_tokens"))
 
 
 def require_patch_grid(players: Players, method: str) -> PatchGrid:
@@ -51,6 +46,27 @@ def tokens_to_grid(tokens: Tensor, num_prefix_tokens: int, grid: tuple[int, int]
             f"choose a layer whose output holds every patch token (e.g. blocks[-1].norm1)"
         )
     return patches.reshape(tokens.shape[0], gh, gw, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+def feature_grid(
+    model: nn.Module, features: Tensor, x: Tensor, layer: str, from_channels_last: bool = False
+) -> Tensor:
+    """A layer's output as a grid of activation vectors ``(B, D, h, w)``: CNN maps as they are, ViT tokens without
+    their prefix tokens on the patch grid, flat vectors ``(B, D)`` as a 1x1 grid.
+
+    With ``from_channels_last`` a map comes as ``(B, h, w, D)`` (and ``D`` may be anything, e.g. one value per
+    subspace). Used by relevant subspaces and the causal graph explainer.
+    """
+    if features.dim() == 4:
+        return features.permute(0, 3, 1, 2) if from_channels_last else features
+    if features.dim() == 3 and is_vit(model):
+        return tokens_to_grid(features, int(model.num_prefix_tokens), token_grid(model, x))
+    if features.dim() == 2:
+        return features[:, :, None, None]
+    raise ValueError(
+        f"layer {layer!r} gives shape {tuple(features.shape)}; this method needs a feature map "
+        f"(B, D, h, w), ViT tokens (B, N, D) or vectors (B, D)"
+    )
 
 
 def grid_to_pixels(values: Tensor, image_size: tuple[int, int], mode: str = "bilinear") -> Tensor:

@@ -21,12 +21,11 @@ from torch import Tensor, nn
 from lit_xai.attribution._spatial import (
     grid_to_pixels,
     grid_to_players,
-    is_vit,
     require_patch_grid,
     token_grid,
 )
 from lit_xai.attribution.base import Attribution, preserved_model_state
-from lit_xai.players import Players
+from lit_xai.players import Players, is_vit
 
 __all__ = ["AttentionRollout", "LastLayerAttention", "capture_attention", "HEAD_FUSIONS"]
 

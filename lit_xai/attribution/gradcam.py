@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from lit_xai.attribution._spatial import (
     grid_to_pixels,
     grid_to_players,
-    is_vit,
     require_patch_grid,
     token_grid,
     tokens_to_grid,
@@ -36,7 +35,7 @@ from lit_xai.attribution.base import Attribution, preserved_model_state, resolve
 from lit_xai.attribution.gradients import gradient_mode, prepare_input
 from lit_xai.layers import resolve_layer
 from lit_xai.links import get_link
-from lit_xai.players import Players
+from lit_xai.players import Players, is_vit
 
 __all__ = ["GradCAM"]
 

@@ -31,6 +31,7 @@ __all__ = [
     "SmoothGrad",
     "gradient_mode",
     "input_gradient",
+    "output_gradient",
 ]
 
 
@@ -50,26 +51,58 @@ def prepare_input(x: Tensor) -> Tensor:
     return x
 
 
-def input_gradient(
-    model: nn.Module,
-    inputs: Tensor,
-    target: Tensor | int | None,
-    link: Callable[[Tensor], Tensor],
-    create_graph: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Gradient of ``link(model(inputs))[target]`` with respect to ``inputs`` (which must require grad).
+def output_gradient(
+    outputs: Tensor, x: Tensor, target: Tensor | None = None, create_graph: bool = False
+) -> Tensor:
+    """Gradient of ``outputs`` (computed from ``x``, which must require grad) with respect to ``x``.
 
-    The sum over the batch is differentiated: each row's output depends on its own input only (true in eval mode),
-    so the result is the per-row gradient.
+    Rows are independent (each sample's output depends only on its own input, true in eval mode), so
+    differentiating the batch sum gives every sample's gradient at once.
+
+    Args:
+        outputs: ``(B, K)`` outputs of a forward pass on ``x`` (logits, or any link of them).
+        x: the input of that forward pass.
+        target: ``(B,)`` classes whose output is differentiated; ``None`` differentiates the sum over all classes
+            (on log-probabilities that is RRR's ``∂/∂x Σ_k log p_k``).
+        create_graph: keep the graph of the gradient, so a loss on it can be backpropagated to the parameters
+            (double backpropagation, as VisFIS and RRR need); the forward graph is then kept too, so ``outputs``
+            can still be used in a loss.
 
     Returns:
-        The gradient (shape of ``inputs``) and the resolved targets ``(B,)``.
+        The gradient, shaped like ``x``.
     """
-    logits = model(inputs)
-    target = resolve_target(target, inputs.shape[0], logits)
-    score = select_target(link(logits), target).sum()
-    (grads,) = torch.autograd.grad(score, inputs, create_graph=create_graph)
-    return grads, target
+    if not x.requires_grad:
+        raise ValueError("x must require grad: call x.requires_grad_(True) before the forward pass")
+    selected = outputs.sum() if target is None else select_target(outputs, target).sum()
+    (grad,) = torch.autograd.grad(selected, x, create_graph=create_graph, retain_graph=create_graph)
+    return grad
+
+
+def input_gradient(
+    model: nn.Module,
+    x: Tensor,
+    target: Tensor | int | None = None,
+    link: str | Callable[[Tensor], Tensor] = "logits",
+    create_graph: bool = False,
+) -> Tensor:
+    """Gradient of ``link(model(x))[target]`` with respect to the input, shaped like ``x``.
+
+    Works inside ``torch.no_grad()`` and ``torch.inference_mode()`` (validation loops). ``x`` itself is not
+    modified: when it does not require grad a differentiable copy is used; when it does (an input that is itself
+    computed, e.g. a point on integrated gradients' path), the gradient is taken with respect to it.
+
+    Args:
+        model: the network; ``model(x)`` returns logits ``(B, C)``.
+        x: the inputs.
+        target: the class per input (``(B,)`` or an int); ``None`` takes the class the model predicts.
+        link: the output differentiated (``"logits"``, ``"softmax"``, ``"log_softmax"`` or a callable on logits).
+        create_graph: keep the graph of the gradient (see :func:`output_gradient`).
+    """
+    with gradient_mode():
+        inputs = prepare_input(x)
+        logits = model(inputs)
+        target = resolve_target(target, inputs.shape[0], logits)
+        return output_gradient(get_link(link)(logits), inputs, target, create_graph=create_graph)
 
 
 class GradientAttribution(PixelAttribution):
@@ -120,7 +153,7 @@ class Gradient(GradientAttribution):
 
     def _attribute_inputs(self, x: Tensor, target: Tensor | int | None) -> Tensor:
         with gradient_mode():
-            grads, _ = input_gradient(self.model, prepare_input(x), target, self.link, self.create_graph)
+            grads = input_gradient(self.model, prepare_input(x), target, self.link, self.create_graph)
             return self._finish(grads.abs() if self.abs else grads)
 
 
@@ -132,7 +165,7 @@ class GradientXInput(GradientAttribution):
     def _attribute_inputs(self, x: Tensor, target: Tensor | int | None) -> Tensor:
         with gradient_mode():
             inputs = prepare_input(x)
-            grads, _ = input_gradient(self.model, inputs, target, self.link, self.create_graph)
+            grads = input_gradient(self.model, inputs, target, self.link, self.create_graph)
             return self._finish(grads * inputs)
 
 
@@ -197,7 +230,7 @@ class SmoothGrad(GradientAttribution):
                 k = min(copies_per_pass, self.num_samples - start)
                 noise = torch.randn((k, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
                 noisy = (inputs.unsqueeze(0) + sigma * noise).flatten(0, 1)
-                grads, _ = input_gradient(self.model, noisy, target.repeat(k), self.link, self.create_graph)
+                grads = input_gradient(self.model, noisy, target.repeat(k), self.link, self.create_graph)
                 total = total + grads.view(k, *x.shape).sum(dim=0)
             mean = total / self.num_samples
             return self._finish(mean.abs() if self.abs else mean)

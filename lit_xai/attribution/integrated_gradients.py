@@ -119,9 +119,7 @@ class IntegratedGradients(GradientAttribution):
             points_per_pass = max(1, self.internal_batch_size // batch)
             for a, w in zip(points.split(points_per_pass), weights.split(points_per_pass)):
                 path = (baseline.unsqueeze(0) + a.view(shape) * delta.unsqueeze(0)).flatten(0, 1)
-                grads, _ = input_gradient(
-                    self.model, path, target.repeat(len(a)), self.link, self.create_graph
-                )
+                grads = input_gradient(self.model, path, target.repeat(len(a)), self.link, self.create_graph)
                 total = total + (grads.view(len(a), *x.shape) * w.view(shape)).sum(dim=0)
             return self._finish(delta * total)
 

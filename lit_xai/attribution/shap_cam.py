@@ -31,7 +31,6 @@ from torch import Tensor, nn
 from lit_xai.attribution._spatial import (
     grid_to_pixels,
     grid_to_players,
-    is_vit,
     require_patch_grid,
     token_grid,
     tokens_to_grid,
@@ -42,7 +41,7 @@ from lit_xai.channel_masking import ChannelMask
 from lit_xai.games import ModelGame
 from lit_xai.layers import layer_output, resolve_layer
 from lit_xai.links import get_link
-from lit_xai.players import ChannelGroups, Players
+from lit_xai.players import ChannelGroups, Players, is_vit
 from lit_xai.shapley import KernelShapResult, exact_shapley, kernel_shap
 
 __all__ = ["ShapCAM"]

@@ -31,11 +31,10 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 
 from lit_xai.attribution import ATTRIBUTIONS, GradCAM, build_attribution
-from lit_xai.attribution._spatial import is_vit
 from lit_xai.attribution.base import preserved_model_state, select_target
 from lit_xai.attribution.gradients import GradientAttribution
 from lit_xai.masking import BaselineFill, Masker, build_masker
-from lit_xai.players import FeatureGroups, PatchGrid, Players
+from lit_xai.players import Players, players_for
 from lit_xai.protocols import ExplainedModel, Explainer
 
 __all__ = [
@@ -106,19 +105,12 @@ def _resolve_players(declared: Players | None, network: nn.Module, x: Tensor, pa
     one player per tabular column."""
     players = declared
     if players is None:
-        if x.dim() == 2:
-            players = FeatureGroups(x.shape[1])
-        elif x.dim() == 4:
-            if patch_size is None:
-                if is_vit(network):
-                    patch_size = tuple(network.patch_embed.patch_size)
-                else:
-                    patch_size = tuple(_default_patch_side(side) for side in x.shape[-2:])
-            players = PatchGrid(tuple(x.shape[-2:]), patch_size)
-        else:
-            raise ValueError(
-                f"inputs must be images (B, C, H, W) or tabular rows (B, F), got shape {tuple(x.shape)}"
-            )
+        players = players_for(
+            x,
+            network,
+            patch_size=patch_size,
+            default_patch_size=lambda size: tuple(_default_patch_side(side) for side in size),
+        )
     players.check_input(x)
     return players
 

@@ -50,7 +50,7 @@ from lit_xai.shapley import ModelGame
 
 __all__ = ["ExplanationQuality", "METRICS"]
 
-METRICS = tuple(METRIC_REGISTRY)
+METRICS = METRIC_REGISTRY  # the registry itself: metrics registered later are known too
 #: Options of ``shapley_error`` that configure the ground truth rather than the score.
 _GROUND_TRUTH_OPTIONS = ("estimator", "link", "model_batch_size", "max_evaluations", "threshold")
 
@@ -113,7 +113,7 @@ class ExplanationQuality(ExplanationCallback):
         metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         unknown = [name for name in metrics if name not in METRICS]
         if not metrics or unknown or len(set(metrics)) != len(metrics):
-            raise ValueError(f"metrics must be distinct names among {METRICS}, got {metrics!r}")
+            raise ValueError(f"metrics must be distinct names among {tuple(METRICS)}, got {metrics!r}")
         self.metric_names = metrics
         self.method = check_method(method)
         self.method_kwargs = check_method_kwargs([self.method], method_kwargs)

@@ -8,8 +8,10 @@ options of unknown methods, and missing checkpoints with one clear message, befo
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +29,26 @@ __all__ = ["EvaluationSettings", "METRICS", "build_parser", "check_settings", "e
 
 #: Metric names accepted in ``metrics``, and the class each one builds: the registry's metrics that score
 #: explanations on their own (Shapley error is set by ``ground_truth``).
-METRICS = {name: spec.cls for name, spec in METRIC_REGISTRY.items() if spec.needs != "ground_truth"}
+
+
+class _EvaluatedMetrics(Mapping):
+    """``{name: class}`` of the metrics ``evaluate.py`` runs by name (Shapley error is its own step): a live view
+    of the registry, so metrics registered later (``plugins``) are known too."""
+
+    def __getitem__(self, name: str) -> type:
+        spec = METRIC_REGISTRY[name]
+        if spec.needs == "ground_truth":
+            raise KeyError(name)
+        return spec.cls
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, spec in METRIC_REGISTRY.items() if spec.needs != "ground_truth")
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+METRICS = _EvaluatedMetrics()
 
 
 @dataclass
@@ -69,6 +90,8 @@ class EvaluationSettings:
         output_dir: where results.json, results.md and the figures are written (``null``: nowhere; the results
             are still returned).
         seed: seeds metrics, stochastic baselines and Lightning.
+        plugins: modules imported before anything else (``my_package.my_metric``, importable: on ``PYTHONPATH``): their registry lines add maskers, baselines, metrics and learned
+            explainers (README, "Extending lit_xai").
     """
 
     surrogate_checkpoint: str | None = None
@@ -93,6 +116,18 @@ class EvaluationSettings:
     confidence: float = 0.95
     output_dir: str | None = "outputs/eval"
     seed: int = 0
+    plugins: list[str] = field(default_factory=list)
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import the user's modules so their registrations run; a missing one is a clear ``ValueError``."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            raise ValueError(
+                f"plugins: cannot import {name!r} ({err}); check the name and PYTHONPATH"
+            ) from err
 
 
 # Trainer defaults for evaluation: no logger or checkpoints, and autograd allowed (gradient baselines need it).
@@ -175,6 +210,7 @@ def check_settings(settings: EvaluationSettings) -> dict[str, str]:
         ValueError: unknown names, options for methods that are not run, out-of-range numbers.
         FileNotFoundError: a checkpoint that does not exist.
     """
+    import_plugins(settings.plugins)  # first: they may register the names checked below
     explainers = explainer_paths(settings.explainers)
     if settings.surrogate_checkpoint is None and settings.model is None and not explainers:
         raise ValueError(

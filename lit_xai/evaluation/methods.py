@@ -209,7 +209,7 @@ def build_methods(
                 name,
                 "baseline",
                 baseline.attribute,
-                (model,),
+                (model, *getattr(baseline, "networks", ())),  # a learned explainer's own network counts too
                 generator=generator if isinstance(generator, torch.Generator) else None,
                 model_based=model_based,
             )

@@ -25,7 +25,7 @@ from torchmetrics import Metric
 
 from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap
 from lit_xai.data.base import class_names
-from lit_xai.evaluation.config import resolve_ground_truth
+from lit_xai.evaluation.config import accepted_options, resolve_ground_truth
 from lit_xai.evaluation.methods import Method, Scorer, count_forward_rows
 from lit_xai.evaluation.report import KERNEL_SCORES, collect_results, format_table, write_outputs
 from lit_xai.ground_truth import shapley_ground_truth
@@ -175,9 +175,11 @@ class EvaluationModule(L.LightningModule):
 
     def _build_metric(self, name: str, kwargs: dict) -> Metric:
         """The metric from :mod:`lit_xai.metrics.registry`, with the defaults ``ExplanationQuality`` uses too."""
-        if METRIC_REGISTRY[name].needs == "masker":
-            kwargs.setdefault("batch_size", self.model_batch_size)
-            kwargs.setdefault("seed", self.seed)
+        if METRIC_REGISTRY[name].needs == "masker":  # the settings a removal metric takes, when it takes them
+            accepted = accepted_options(METRIC_REGISTRY[name].cls)
+            for key, value in (("batch_size", self.model_batch_size), ("seed", self.seed)):
+                if key in accepted:
+                    kwargs.setdefault(key, value)
         return build_metric(name, masker=self.scorer.masker, players=self.scorer.players, options=kwargs)
 
     # ---------------------------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ from lit_xai.metrics.eraser import Eraser
 from lit_xai.metrics.functional.confidence import (
     confidence_interval_from_moments,
     mean_confidence_interval,
-    t_quantile,
 )
 from lit_xai.metrics.insertion_deletion import InsertionDeletion
 from lit_xai.metrics.localization import Localization
+from lit_xai.metrics.registry import METRICS, build_metric, register_metric
 from lit_xai.metrics.sensitivity_n import SensitivityN
 from lit_xai.metrics.shapley_error import ShapleyError
 
@@ -28,5 +28,7 @@ __all__ = [
     "CompletenessSoundness",
     "mean_confidence_interval",
     "confidence_interval_from_moments",
-    "t_quantile",
+    "METRICS",
+    "build_metric",
+    "register_metric",
 ]

@@ -91,7 +91,7 @@ class ExplanationMetric(Metric):
             report.
         """
         with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
+            dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute, should_unsync=True
         ):
             moments = [
                 (getattr(self, f"sum_{i}").item(), getattr(self, f"sum_sq_{i}").item())

@@ -78,7 +78,7 @@ class InsertionDeletion(ExplanationMetric):
     def curves(self) -> dict[str, Tensor]:
         """Mean curves over all images on all processes: ``{"fractions", "insertion_curve", "deletion_curve"}``."""
         with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
+            dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute, should_unsync=True
         ):
             insertion = (self.insertion_curve_sum / self.count).float().clone()
             deletion = (self.deletion_curve_sum / self.count).float().clone()

@@ -24,6 +24,7 @@ from lit_xai.metrics.localization import Localization
 from lit_xai.metrics.sensitivity_n import SensitivityN
 from lit_xai.metrics.shapley_error import ShapleyError
 from lit_xai.players import Players
+from lit_xai.registry import register
 
 __all__ = [
     "METRICS",
@@ -31,6 +32,7 @@ __all__ = [
     "MetricSpec",
     "build_metric",
     "default_options",
+    "register_metric",
     "sensitivity_n_sizes",
 ]
 
@@ -84,6 +86,33 @@ METRICS: dict[str, MetricSpec] = {
         maps="every_label",
     ),
 }
+
+
+def register_metric(
+    name: str,
+    needs: Literal["masker", "players", "ground_truth"] = "masker",
+    defaults: Callable[[int], dict[str, Any]] | None = None,
+    monitor_defaults: Callable[[int], dict[str, Any]] | None = None,
+    maps: Literal["target", "every_label"] = "target",
+):
+    """Class decorator: make an :class:`~lit_xai.metrics.base.ExplanationMetric` known by ``name`` to
+    ``evaluate.py`` (``metrics``, ``metric_kwargs``), ``ExplanationQuality`` and :func:`build_metric`.
+
+    The arguments are :class:`MetricSpec`'s. A ``"masker"`` metric is built as ``cls(masker, **options)`` and
+    updated as ``update(model, x, attributions, target)``.
+    """
+
+    def decorator(cls: type[ExplanationMetric]) -> type[ExplanationMetric]:
+        if not (isinstance(cls, type) and issubclass(cls, ExplanationMetric)):
+            raise ValueError(f"register_metric needs an ExplanationMetric subclass, got {cls!r}")
+        given = {"defaults": defaults, "monitor_defaults": monitor_defaults}
+        spec = MetricSpec(cls, needs, maps=maps, **{k: v for k, v in given.items() if v is not None})
+        if name in METRICS and METRICS[name].cls is cls:
+            return cls  # the same class again (a module imported twice)
+        register(METRICS, "metric", name, spec)
+        return cls
+
+    return decorator
 
 
 def default_options(name: str, num_players: int, monitoring: bool = False) -> dict[str, Any]:

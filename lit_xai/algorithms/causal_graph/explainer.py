@@ -18,8 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_xai.algorithms.causal_graph.graph import CausalGraph, intervened_scores
-from lit_xai.algorithms.relevant_subspaces.context import feature_grid
-from lit_xai.attribution._spatial import grid_to_pixels, grid_to_players, require_patch_grid
+from lit_xai.attribution._spatial import feature_grid, grid_to_pixels, grid_to_players, require_patch_grid
 from lit_xai.attribution.base import Attribution, preserved_model_state, resolve_target
 from lit_xai.channel_masking import ChannelMask
 from lit_xai.io import atomic_open

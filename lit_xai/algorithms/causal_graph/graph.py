@@ -24,12 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from scipy import stats
 from torch import Tensor, nn
 
 from lit_xai.channel_masking import ChannelMask
 from lit_xai.layers import forward_to_layer, resolve_layer
 from lit_xai.links import get_link
-from lit_xai.metrics.functional.confidence import t_upper_tail
 from lit_xai.players import ChannelGroups
 
 __all__ = ["CausalGraph", "benjamini_hochberg", "build_causal_graph", "intervened_scores", "one_sided_t_test"]
@@ -50,7 +50,7 @@ def one_sided_t_test(effects: Tensor) -> tuple[Tensor, Tensor]:
         if s <= 1e-12 * max(abs(m), 1e-30):
             p_values.append(0.0 if m > 0 else 1.0)
         else:
-            p_values.append(t_upper_tail(m / (s / math.sqrt(n)), n - 1))
+            p_values.append(float(stats.t.sf(m / (s / math.sqrt(n)), n - 1)))
     return mean, torch.tensor(p_values, dtype=torch.float64)
 
 

@@ -22,14 +22,14 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_xai.algorithms.components.exact_mean import log_exact_mean
+from lit_xai.algorithms.components.step_random import batch_generator, step_generator
 from lit_xai.algorithms.dynamic_selection.torch_model import (
     DynamicSelector,
     build_network,
     build_players,
     check_costs,
 )
-from lit_xai.algorithms.exact_mean import log_exact_mean
-from lit_xai.algorithms.step_random import batch_generator, step_generator
 from lit_xai.checkpoint_identity import RecordsStage
 from lit_xai.masking import AppendMask
 from lit_xai.models import load_state_dict

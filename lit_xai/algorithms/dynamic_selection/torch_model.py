@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from lit_xai.masking import AppendMask
 from lit_xai.models import build_model
-from lit_xai.players import FeatureGroups, PatchGrid, Players, check_keep
+from lit_xai.players import FeatureGroups, Players, check_keep, players_for
 
 __all__ = ["DynamicSelector", "Selection", "build_players", "build_network", "concrete_sample", "check_costs"]
 
@@ -51,11 +51,7 @@ def build_players(
     """
     if (image_size is None) == (num_features is None):
         raise ValueError("give exactly one of image_size (images) or num_features (tabular data)")
-    if image_size is not None:
-        if groups is not None:
-            raise ValueError("groups apply to tabular data; for images group pixels with patch_size")
-        return PatchGrid(image_size, patch_size)
-    return FeatureGroups(num_features, groups)
+    return players_for(image_size=image_size, patch_size=patch_size, num_features=num_features, groups=groups)
 
 
 def build_network(

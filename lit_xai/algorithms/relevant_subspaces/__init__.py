@@ -5,8 +5,6 @@ from lit_xai.algorithms.relevant_subspaces.explainer import RelevantSubspaces
 from lit_xai.algorithms.relevant_subspaces.subspaces import (
     DRSAResult,
     drsa,
-    drsa_objective,
-    orthonormalise,
     prca,
 )
 
@@ -16,7 +14,5 @@ __all__ = [
     "RelevantSubspaces",
     "collect_pairs",
     "drsa",
-    "drsa_objective",
-    "orthonormalise",
     "prca",
 ]

@@ -20,37 +20,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lit_xai.attribution._spatial import is_vit, token_grid, tokens_to_grid
+from lit_xai.attribution._spatial import feature_grid
 from lit_xai.attribution.base import resolve_target, select_target
 from lit_xai.attribution.gradients import gradient_mode, prepare_input
 from lit_xai.layers import layer_output, resolve_layer
 from lit_xai.links import get_link
 
-__all__ = ["ActivationContext", "channels_last", "collect_pairs", "feature_grid", "forward_with_context"]
+__all__ = ["ActivationContext", "channels_last", "collect_pairs", "forward_with_context"]
 
 
 def channels_last(t: Tensor) -> Tensor:
     """A layer's output with its channels last: ``(B, D, h, w) -> (B, h, w, D)``; ViT tokens ``(B, N, D)`` and
     vectors ``(B, D)`` already are."""
     return t.permute(0, 2, 3, 1) if t.dim() == 4 else t
-
-
-def feature_grid(
-    model: nn.Module, features: Tensor, x: Tensor, layer: str, from_channels_last: bool = False
-) -> Tensor:
-    """A layer's output as a grid of activation vectors ``(B, D, h, w)``: CNN maps as they are, ViT tokens without
-    their prefix tokens on the patch grid, flat vectors ``(B, D)`` as a 1x1 grid. With ``from_channels_last`` the input is
-    in :func:`channels_last` layout (and its last dimension may be anything, e.g. one value per subspace)."""
-    if features.dim() == 4:
-        return features.permute(0, 3, 1, 2) if from_channels_last else features
-    if features.dim() == 3 and is_vit(model):
-        return tokens_to_grid(features, int(model.num_prefix_tokens), token_grid(model, x))
-    if features.dim() == 2:
-        return features[:, :, None, None]
-    raise ValueError(
-        f"layer {layer!r} gives shape {tuple(features.shape)}; relevant subspaces need a feature map "
-        f"(B, D, h, w), ViT tokens (B, N, D) or vectors (B, D)"
-    )
 
 
 def forward_with_context(

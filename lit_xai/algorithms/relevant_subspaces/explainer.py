@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lit_xai.algorithms.relevant_subspaces.context import collect_pairs, feature_grid, forward_with_context
+from lit_xai.algorithms.relevant_subspaces.context import collect_pairs, forward_with_context
 from lit_xai.algorithms.relevant_subspaces.subspaces import drsa, prca
-from lit_xai.attribution._spatial import require_patch_grid
+from lit_xai.attribution._spatial import feature_grid, require_patch_grid
 from lit_xai.attribution.base import Attribution, preserved_model_state
 from lit_xai.attribution.gradients import gradient_mode
 from lit_xai.io import atomic_save, safe_torch_load

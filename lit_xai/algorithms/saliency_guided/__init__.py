@@ -2,26 +2,7 @@
 keep the prediction unchanged, so the gradient saliency of the trained model becomes more faithful."""
 
 from lit_xai.algorithms.saliency_guided.lightning_model import SaliencyGuidedModule
-from lit_xai.algorithms.saliency_guided.loss import prediction_kl, saliency_guided_loss
-from lit_xai.algorithms.saliency_guided.torch_model import (
-    RandomRangeFill,
-    build_saliency_masker,
-    input_gradient,
-    lowest_saliency_keep,
-    output_gradient,
-    player_saliency,
-    players_for_input,
-)
+from lit_xai.algorithms.saliency_guided.loss import saliency_guided_loss
+from lit_xai.algorithms.saliency_guided.torch_model import lowest_saliency_keep
 
-__all__ = [
-    "SaliencyGuidedModule",
-    "RandomRangeFill",
-    "build_saliency_masker",
-    "input_gradient",
-    "lowest_saliency_keep",
-    "output_gradient",
-    "player_saliency",
-    "players_for_input",
-    "prediction_kl",
-    "saliency_guided_loss",
-]
+__all__ = ["SaliencyGuidedModule", "lowest_saliency_keep", "saliency_guided_loss"]

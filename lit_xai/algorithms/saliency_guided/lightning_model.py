@@ -20,26 +20,16 @@ from typing import Any
 
 from torch import Tensor
 
-from lit_xai.algorithms.classifier.lightning_model import (
-    MaskedClassifierModule,
-    check_input_batch,
-    example_batch,
-)
+from lit_xai.algorithms.components.classifier import MaskedClassifierModule
+from lit_xai.algorithms.components.saliency import build_saliency_masker, player_saliency
+from lit_xai.algorithms.components.training import LRSchedulerCallable, OptimizerCallable, eval_mode
 from lit_xai.algorithms.saliency_guided.loss import saliency_guided_loss
-from lit_xai.algorithms.saliency_guided.torch_model import (
-    build_saliency_masker,
-    check_fraction,
-    eval_mode,
-    input_gradient,
-    lowest_saliency_keep,
-    num_masked,
-    player_saliency,
-    players_for_input,
-)
+from lit_xai.algorithms.saliency_guided.torch_model import check_fraction, lowest_saliency_keep, num_masked
+from lit_xai.attribution.gradients import input_gradient
 from lit_xai.masking import Masker
+from lit_xai.players import players_for
 
-# example_batch and check_input_batch moved to the classifier module (VisFIS uses them too); kept importable here.
-__all__ = ["SaliencyGuidedModule", "example_batch", "check_input_batch"]
+__all__ = ["SaliencyGuidedModule"]
 
 
 class SaliencyGuidedModule(MaskedClassifierModule):
@@ -47,7 +37,7 @@ class SaliencyGuidedModule(MaskedClassifierModule):
 
     Args:
         backbone, num_classes, backbone_kwargs, pretrained, checkpoint_path, lr, weight_decay, warmup_steps,
-            label_smoothing: as for :class:`~lit_xai.algorithms.classifier.ClassifierModule`.
+            label_smoothing, optimizer, lr_scheduler: as for :class:`~lit_xai.algorithms.classifier.ClassifierModule`.
         mask_fraction: ``k``, the share of players masked each step, in ``(0, 1)`` (the paper: 0.5 on MNIST).
         kl_weight: ``λ`` of the KL term (the paper: 1).
         signed: rank players by the signed gradient instead of its absolute value.
@@ -71,6 +61,8 @@ class SaliencyGuidedModule(MaskedClassifierModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
         mask_fraction: float = 0.5,
         kl_weight: float = 1.0,
         signed: bool = False,
@@ -92,11 +84,13 @@ class SaliencyGuidedModule(MaskedClassifierModule):
             weight_decay=weight_decay,
             warmup_steps=warmup_steps,
             label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
 
     def build_masker(self, x: Tensor) -> Masker:
         hp = self.hparams
-        players = players_for_input(x, hp.patch_size)
+        players = players_for(x, patch_size=hp.patch_size)  # pixels by default, as the paper
         players.check_input(x)
         num_masked(hp.mask_fraction, players.num_players)  # fails early if k masks no player
         return build_saliency_masker(players, hp.masker, hp.fill, **(hp.masker_kwargs or {}))

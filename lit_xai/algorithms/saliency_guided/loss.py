@@ -10,14 +10,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["prediction_kl", "saliency_guided_loss"]
+from lit_xai.algorithms.components.losses import prediction_kl
 
-
-def prediction_kl(logits: Tensor, other_logits: Tensor) -> Tensor:
-    """Mean over the batch of ``KL(softmax(logits) ‖ softmax(other_logits))``."""
-    return F.kl_div(
-        other_logits.log_softmax(-1), logits.log_softmax(-1), reduction="batchmean", log_target=True
-    )
+__all__ = ["saliency_guided_loss"]
 
 
 def saliency_guided_loss(

@@ -3,7 +3,6 @@ Right for the Right Reasons (Ross, Hughes & Doshi-Velez, IJCAI 2017), as weighte
 
 from lit_xai.algorithms.visfis.lightning_model import TERMS, VisFISModule
 from lit_xai.algorithms.visfis.loss import (
-    annotated_rows,
     attribution_invariance_loss,
     output_invariance_loss,
     plausibility_loss,
@@ -12,7 +11,6 @@ from lit_xai.algorithms.visfis.loss import (
     uncertainty_loss,
 )
 from lit_xai.algorithms.visfis.torch_model import (
-    check_annotation,
     human_importance,
     invariance_keep,
     model_importance,
@@ -21,9 +19,7 @@ from lit_xai.algorithms.visfis.torch_model import (
 __all__ = [
     "TERMS",
     "VisFISModule",
-    "annotated_rows",
     "attribution_invariance_loss",
-    "check_annotation",
     "human_importance",
     "invariance_keep",
     "model_importance",

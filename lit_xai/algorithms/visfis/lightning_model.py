@@ -22,13 +22,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_xai.algorithms.classifier.lightning_model import MaskedClassifierModule, check_input_batch
-from lit_xai.algorithms.saliency_guided.torch_model import (
-    build_saliency_masker,
-    output_gradient,
-    players_for_input,
-)
-from lit_xai.algorithms.step_random import step_generator
+from lit_xai.algorithms.components.classifier import MaskedClassifierModule
+from lit_xai.algorithms.components.saliency import build_saliency_masker
+from lit_xai.algorithms.components.step_random import step_generator
+from lit_xai.algorithms.components.training import LRSchedulerCallable, OptimizerCallable, check_input_batch
 from lit_xai.algorithms.visfis.loss import (
     attribution_invariance_loss,
     output_invariance_loss,
@@ -44,7 +41,9 @@ from lit_xai.algorithms.visfis.torch_model import (
     invariance_keep,
     model_importance,
 )
+from lit_xai.attribution.gradients import output_gradient
 from lit_xai.masking import Masker
+from lit_xai.players import players_for
 
 __all__ = ["VisFISModule"]
 
@@ -56,7 +55,7 @@ class VisFISModule(MaskedClassifierModule):
 
     Args:
         backbone, num_classes, backbone_kwargs, pretrained, checkpoint_path, lr, weight_decay, warmup_steps,
-            label_smoothing: as for :class:`~lit_xai.algorithms.classifier.ClassifierModule`.
+            label_smoothing, optimizer, lr_scheduler: as for :class:`~lit_xai.algorithms.classifier.ClassifierModule`.
         sufficiency_weight: weight of the sufficiency term.
         uncertainty_weight: weight of the uncertainty term.
         output_invariance_weight: weight of invariance by output alignment.
@@ -85,6 +84,8 @@ class VisFISModule(MaskedClassifierModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
         sufficiency_weight: float = 1.0,
         uncertainty_weight: float = 1.0,
         output_invariance_weight: float = 1.0,
@@ -123,6 +124,8 @@ class VisFISModule(MaskedClassifierModule):
             weight_decay=weight_decay,
             warmup_steps=warmup_steps,
             label_smoothing=label_smoothing,
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
         )
         self.loss_weights = {name: float(w) for name, w in weights.items() if w > 0}
 
@@ -132,7 +135,7 @@ class VisFISModule(MaskedClassifierModule):
 
     def build_masker(self, x: Tensor) -> Masker:
         hp = self.hparams
-        players = players_for_input(x, hp.patch_size, hp.feature_groups)
+        players = players_for(x, patch_size=hp.patch_size, groups=hp.feature_groups)
         players.check_input(x)
         return build_saliency_masker(players, hp.masker, hp.fill, **(hp.masker_kwargs or {}))
 
@@ -171,7 +174,7 @@ class VisFISModule(MaskedClassifierModule):
             if "plausibility" in w:
                 terms["plausibility"] = plausibility_loss(importance, human)
         if "rrr" in w:
-            gradient = output_gradient(logits, x_in, log_probs=True, create_graph=True)
+            gradient = output_gradient(logits.log_softmax(-1), x_in, create_graph=True)
             terms["rrr"] = rrr_loss(gradient, annotation)
         return logits, terms
 

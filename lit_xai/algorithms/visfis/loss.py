@@ -25,7 +25,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_xai.algorithms.saliency_guided.loss import prediction_kl
+from lit_xai.algorithms.components.losses import prediction_kl
 from lit_xai.masking import Masker
 
 __all__ = [

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_xai.algorithms.saliency_guided.torch_model import player_saliency
+from lit_xai.algorithms.components.saliency import player_saliency
 from lit_xai.players import Players
 from lit_xai.sampling import UniformSizeSampler
 

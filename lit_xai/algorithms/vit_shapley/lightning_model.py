@@ -22,9 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_xai.algorithms.classifier.lightning_model import cosine_with_warmup
-from lit_xai.algorithms.exact_mean import log_exact_mean
-from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker, is_vit
+from lit_xai.algorithms.components.exact_mean import log_exact_mean
+from lit_xai.algorithms.components.training import (
+    LRSchedulerCallable,
+    OptimizerCallable,
+    configure_optimization,
+)
+from lit_xai.algorithms.vit_shapley.removal import build_players, build_stage_masker
 from lit_xai.algorithms.vit_shapley.torch_model import (
     AmortizedShapley,
     ConvExplainerNet,
@@ -33,7 +37,7 @@ from lit_xai.algorithms.vit_shapley.torch_model import (
 )
 from lit_xai.checkpoint_identity import RecordsStage, require_stage
 from lit_xai.models import backbone_from_checkpoint, backbone_from_weights, build_model
-from lit_xai.players import FeatureGroups, PatchGrid
+from lit_xai.players import FeatureGroups, PatchGrid, is_vit
 from lit_xai.sampling import ShapleySampler, UniformSizeSampler, keyed_seed
 
 __all__ = ["SurrogateModule", "ExplainerModule"]
@@ -42,15 +46,14 @@ _VALIDATION_SEED = 12345
 
 
 class _MaskedStage(RecordsStage, L.LightningModule):
-    """Shared plumbing: AdamW with warm-up and cosine decay, and step-seeded mask generators."""
+    """Shared plumbing: AdamW with warm-up and cosine decay (or the config's optimizer), step-seeded mask generators."""
+
+    optimizer_callable: OptimizerCallable | None = None
+    lr_scheduler_callable: LRSchedulerCallable | None = None
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        scheduler = cosine_with_warmup(
-            optimizer, int(self.trainer.estimated_stepping_batches), self.hparams.warmup_steps
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimization(self, params, self.optimizer_callable, self.lr_scheduler_callable)
 
     def mask_generator(self, stage: str, batch_idx: int) -> torch.Generator:
         """A generator that depends only on (seed, stage, rank, step): reproducible, resumable, distinct per rank."""
@@ -82,6 +85,8 @@ class SurrogateModule(_MaskedStage):
         warmup_steps: linear warm-up steps.
         seed: seed of the mask generator.
         backbone_spec: filled in automatically; lets the checkpoint rebuild the network on its own.
+        optimizer, lr_scheduler: the config's optimizer and schedule instead of AdamW with warm-up and cosine decay
+            (:func:`~lit_xai.algorithms.components.training.configure_optimization`).
     """
 
     def __init__(
@@ -99,8 +104,11 @@ class SurrogateModule(_MaskedStage):
         warmup_steps: int = 100,
         seed: int = 0,
         backbone_spec: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
+        self.optimizer_callable, self.lr_scheduler_callable = optimizer, lr_scheduler
         if masks_per_image < 1:
             raise ValueError(f"masks_per_image must be at least 1, got {masks_per_image}")
         if backbone_spec is None:
@@ -124,7 +132,10 @@ class SurrogateModule(_MaskedStage):
             )
         # image_size=None means "the ViT's own size": nothing to record, and a None would clash with an image
         # folder's image_size when Lightning merges the module's and the data's hyperparameters for the logger.
-        self.save_hyperparameters(ignore=["image_size"] if image_size is None else None)
+        # Callables are not settings a checkpoint can hold (it is read weights-only): the config keeps them.
+        self.save_hyperparameters(
+            ignore=["optimizer", "lr_scheduler", *(["image_size"] if image_size is None else [])]
+        )
         self.hparams.backbone_spec = backbone_spec
         self.teacher = classifier.eval().requires_grad_(False)
         self.model = copy.deepcopy(classifier).requires_grad_(True)
@@ -218,6 +229,7 @@ class ExplainerModule(_MaskedStage):
         warmup_steps: linear warm-up steps.
         seed: seed of the mask generator.
         surrogate_spec: filled in automatically; lets the checkpoint rebuild everything on its own.
+        optimizer, lr_scheduler: as for :class:`SurrogateModule`.
     """
 
     def __init__(
@@ -233,8 +245,11 @@ class ExplainerModule(_MaskedStage):
         warmup_steps: int = 100,
         seed: int = 0,
         surrogate_spec: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
+        self.optimizer_callable, self.lr_scheduler_callable = optimizer, lr_scheduler
         if num_masks < 2 or num_masks % 2:
             raise ValueError(
                 f"num_masks must be a positive even number (subsets come in pairs), got {num_masks}"
@@ -246,7 +261,7 @@ class ExplainerModule(_MaskedStage):
         else:
             spec = surrogate_spec["backbone_spec"]
             surrogate = build_model(spec["backbone"], spec["num_classes"], **spec["backbone_kwargs"])
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.hparams.surrogate_spec = surrogate_spec
         players = build_players(
             surrogate,

@@ -7,13 +7,9 @@ from typing import Any
 from torch import nn
 
 from lit_xai.masking import Masker, build_masker
-from lit_xai.players import FeatureGroups, PatchGrid, Players
+from lit_xai.players import Players, is_vit, players_for
 
-__all__ = ["build_players", "build_stage_masker", "is_vit"]
-
-
-def is_vit(model: nn.Module) -> bool:
-    return hasattr(model, "patch_embed") and hasattr(model, "blocks") and hasattr(model, "num_prefix_tokens")
+__all__ = ["build_players", "build_stage_masker"]
 
 
 def build_players(
@@ -30,17 +26,13 @@ def build_players(
         image_size: image size in pixels (defaults to a ViT's own image size; required for CNNs).
         num_features: number of columns, for tabular models (each column a player).
     """
-    if num_features is not None:
-        return FeatureGroups(num_features)
-    if is_vit(model):
-        image_size = image_size or tuple(model.patch_embed.img_size)
-        patch_size = patch_size or tuple(model.patch_embed.patch_size)
-    if image_size is None or patch_size is None:
-        raise ValueError(
-            f"cannot tell the players of a {type(model).__name__}: set image_size and patch_size (images) "
-            f"or num_features (tabular)"
-        )
-    return PatchGrid(image_size, patch_size)
+    return players_for(
+        model=model,
+        image_size=image_size,
+        patch_size=patch_size,
+        num_features=num_features,
+        default_patch_size=None,
+    )
 
 
 def build_stage_masker(

@@ -9,10 +9,9 @@ from lit_xai.metrics.functional.completeness_soundness import completeness_sound
 from lit_xai.metrics.functional.confidence import (
     confidence_interval_from_moments,
     mean_confidence_interval,
-    t_quantile,
 )
 from lit_xai.metrics.functional.eraser import eraser
-from lit_xai.metrics.functional.insertion_deletion import insertion_deletion, player_counts
+from lit_xai.metrics.functional.insertion_deletion import insertion_deletion
 from lit_xai.metrics.functional.localization import (
     effective_heat_ratio,
     localization,
@@ -25,7 +24,6 @@ from lit_xai.metrics.functional.shapley_error import shapley_error
 
 __all__ = [
     "insertion_deletion",
-    "player_counts",
     "sensitivity_n",
     "shapley_error",
     "localization",
@@ -37,5 +35,4 @@ __all__ = [
     "completeness_soundness",
     "mean_confidence_interval",
     "confidence_interval_from_moments",
-    "t_quantile",
 ]

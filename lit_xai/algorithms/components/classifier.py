@@ -1,4 +1,9 @@
-"""Train any backbone (timm ViT/CNN, small MLP/CNN) with cross-entropy: the model every explainer explains."""
+"""Train any backbone (timm ViT/CNN, small MLP/CNN) with cross-entropy: the model every explainer explains.
+
+:class:`ClassifierModule` is the classifier stage itself (``lit_xai.algorithms.classifier``) and the base of every
+algorithm that trains a classifier with an extra loss term; :class:`MaskedClassifierModule` adds what those whose
+term runs the model on masked inputs share (saliency-guided training, VisFIS).
+"""
 
 from __future__ import annotations
 
@@ -11,67 +16,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_xai.algorithms.exact_mean import log_exact_mean
-from lit_xai.algorithms.step_random import step_seed
+from lit_xai.algorithms.components.exact_mean import log_exact_mean
+from lit_xai.algorithms.components.step_random import step_seed
+from lit_xai.algorithms.components.training import (
+    LRSchedulerCallable,
+    OptimizerCallable,
+    check_input_batch,
+    configure_optimization,
+    example_batch,
+)
 from lit_xai.checkpoint_identity import RecordsStage
 from lit_xai.masking import Masker
 from lit_xai.models import build_model
 
-__all__ = [
-    "ClassifierModule",
-    "MaskedClassifierModule",
-    "check_input_batch",
-    "cosine_with_warmup",
-    "example_batch",
-]
-
-
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0):
-    """Linear warm-up then cosine decay to zero, stepped every optimisation step (as ViT Shapley trains)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + torch.cos(torch.tensor(min(1.0, progress) * torch.pi)).item())
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def example_batch(trainer: L.Trainer | None) -> dict[str, Tensor] | None:
-    """The first training sample of the trainer's datamodule as a batch of one, or ``None`` if there is none.
-
-    Lets a module check its data in ``setup`` (before any step); without a datamodule the checks run on the first
-    training batch instead.
-    """
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    dataset = getattr(datamodule, "train_dataset", None)
-    if dataset is None:
-        return None
-    try:
-        item = dataset[0]
-    except (IndexError, TypeError, KeyError):
-        return None
-    if not isinstance(item, dict):
-        return None
-    return {k: v.unsqueeze(0) if isinstance(v, Tensor) else v for k, v in item.items()}
-
-
-def check_input_batch(batch: Any) -> None:
-    """Raise a clear ``ValueError`` unless ``batch`` is a dict with ``input`` (images or rows) and ``target``."""
-    if not isinstance(batch, dict) or "input" not in batch or "target" not in batch:
-        raise ValueError(
-            "batches must be dicts with 'input' and 'target' (use a lit_xai DataModule), got "
-            f"{type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
-        )
-    if batch["input"].dim() not in (2, 4):
-        raise ValueError(
-            f"'input' must be images (B, C, H, W) or tabular rows (B, F), got shape {tuple(batch['input'].shape)}"
-        )
+__all__ = ["ClassifierModule", "MaskedClassifierModule"]
 
 
 class ClassifierModule(RecordsStage, L.LightningModule):
-    """Cross-entropy training with torchmetrics accuracy, AdamW and a cosine schedule.
+    """Cross-entropy training with torchmetrics accuracy, AdamW and a warm-up cosine schedule (or the config's).
 
     Args:
         backbone: a model name for :func:`lit_xai.models.build_model` (``"mlp"``, ``"cnn"`` or a timm name).
@@ -83,6 +45,9 @@ class ClassifierModule(RecordsStage, L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps before the cosine decay.
         label_smoothing: cross-entropy label smoothing.
+        optimizer: an optimizer from the config (LightningCLI ``OptimizerCallable``) instead of AdamW with ``lr``
+            and ``weight_decay``; see :func:`~lit_xai.algorithms.components.training.configure_optimization`.
+        lr_scheduler: a schedule from the config (``LRSchedulerCallable``) instead of the warm-up cosine one.
     """
 
     def __init__(
@@ -96,9 +61,13 @@ class ClassifierModule(RecordsStage, L.LightningModule):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         label_smoothing: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Callables are not settings a checkpoint can hold (they are read weights-only): the config keeps them.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.optimizer_callable, self.lr_scheduler_callable = optimizer, lr_scheduler
         self.model = build_model(
             backbone,
             num_classes,
@@ -166,12 +135,9 @@ class ClassifierModule(RecordsStage, L.LightningModule):
         return self.model(batch["input"]).softmax(-1)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        return configure_optimization(
+            self, self.parameters(), self.optimizer_callable, self.lr_scheduler_callable
         )
-        total = self.trainer.estimated_stepping_batches
-        scheduler = cosine_with_warmup(optimizer, int(total), self.hparams.warmup_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class MaskedClassifierModule(ClassifierModule):
