@@ -361,7 +361,10 @@ def test_static_baselines_on_a_known_predictor():
     assert greedy_static_order(predict, x, y, 4, 2)[0] == 2
     # Restricted to a candidate pool, forward selection only ever returns candidates, best first.
     assert greedy_static_order(predict, x, y, 4, 2, candidates=torch.tensor([3, 2]))[0] == 2
-    assert sorted(greedy_static_order(predict, x, y, 4, 2, candidates=torch.tensor([0, 3])).tolist()) == [0, 3]
+    assert sorted(greedy_static_order(predict, x, y, 4, 2, candidates=torch.tensor([0, 3])).tolist()) == [
+        0,
+        3,
+    ]
     with pytest.raises(ValueError, match="candidates"):
         greedy_static_order(predict, x, y, 4, 3, candidates=torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="distinct"):
