@@ -234,3 +234,27 @@ def test_dime_acquires_the_feature_that_determines_the_label_first():
     assert cmi[3] > cmi[torch.arange(6) != 3].max() + 0.03
     # Feature 3 makes the prediction 90% sure and nothing else helps: confidence 0.85 stops after one feature.
     assert selector.select(x, confidence=0.85).num_selected.float().mean() < 1.1
+
+
+def test_standalone_validation_and_checkpoint_round_trip(tmp_path):
+    L.seed_everything(0, verbose=False)
+    module = CMISelectionModule(
+        num_classes=2, num_features=6, max_features=2, epsilon_patience=0, epsilon_steps=5
+    )
+    module.epsilon = 0.01
+    val = DataLoader(TensorDictDataset(*one_feature_problem(200, 2)), batch_size=100)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (metrics,) = trainer.validate(module, val)
+    assert set(metrics) >= {"val/loss", "val/accuracy"} and module.epsilon == 0.01  # no schedule step
+    path = tmp_path / "dime.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = CMISelectionModule.load_from_checkpoint(path, weights_only=True)
+    assert loaded.epsilon == 0.01
+    x = torch.randn(5, 6)
+    assert torch.equal(
+        loaded.eval().selector.select(x, budget=3).order, module.eval().selector.select(x, budget=3).order
+    )

@@ -157,8 +157,8 @@ class CMISelectionModule(L.LightningModule):
         self.log_dict({"val/loss": loss, "val/accuracy": self.val_accuracy.compute()})
         self.val_loss.reset()
         self.val_accuracy.reset()
-        if self.trainer.sanity_checking:
-            return
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return  # the exploration schedule and best state belong to training, not to a standalone validate
         if self._best is None or loss < self._best[0]:
             self._best = (loss, {k: v.detach().clone() for k, v in self.selector.state_dict().items()})
             self._bad_epochs = 0
