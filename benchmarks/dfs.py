@@ -1,19 +1,28 @@
-"""Does the learned dynamic policy beat static feature rankings? (Covert et al., ICML 2023, Figs. 3-4)
+"""Does the learned dynamic policy beat static feature rankings? (Covert et al., ICML 2023, Figs. 3-4; DIME,
+Gadgil, Covert & Lee, ICLR 2024)
 
-For each dataset (8x8 digits pixel by pixel, digits in 2x2 blocks, breast cancer) and each seed (which also fixes
-the data split), train the two stages with the settings of ``configs/dfs/<dataset>{_pretrain,}.yaml``, then
+For each dataset (8x8 digits pixel by pixel, digits in 2x2 blocks, breast cancer, real MNIST pixels) and each seed
+(which also draws the data split), train the predictor on random subsets (``configs/dfs/<dataset>_pretrain.yaml``),
+then from that same predictor the greedy policy (``<dataset>.yaml``) and DIME (``<dataset>_dime.yaml``), and
 measure test accuracy (and AUROC for breast cancer) after 1..K acquired features for:
 
-- ``dynamic``: the learned policy (argmax choices);
+- ``dynamic``: the learned greedy policy (argmax choices);
+- ``dime``: DIME's value network (argmax of the estimated conditional mutual information);
 - ``static``: one global ranking by permutation importance of the pre-trained predictor (computed on validation);
-- ``static_greedy``: one global order by forward selection on validation (a stronger static order);
+- ``static_greedy``: one global order by forward selection on validation (a stronger static order; on MNIST the
+  candidates are the 60 pixels ranked highest by permutation importance and 200 validation digits score them and
+  the permutation importance, to keep 784 x 50 forward passes affordable on a CPU);
 - ``random``: an independent random order per test input.
 
-The static and random orders are scored with the jointly trained predictor, the one the policy uses (their scores
-with the pre-trained predictor are in the JSON too, and the goals are checked against the better of the two).
-Mean ± std over seeds.
+The static and random orders are scored with the greedy policy's jointly trained predictor (their scores with the
+pre-trained predictor are in the JSON too, and the goals are checked against the better of the two). DIME's
+confidence stopping (``select(confidence=...)``, capped at K features) is scored too: accuracy and mean number of
+features per threshold. Mean, std and a 95 % Student-t interval over seeds.
 
-    python -m benchmarks.dfs [--datasets digits_pixels digits_patches breast_cancer] [--seeds 0 1 2] [--workers 2]
+    python -m benchmarks.dfs [--datasets digits_pixels digits_patches breast_cancer mnist] [--seeds 0 1 2 3 4]
+        [--seeds-for breast_cancer=0-9 mnist=0-2] [--workers 2] [--resume]
+
+Each finished (dataset, seed) is saved at once under benchmarks/results/dfs_runs/ (``--resume`` reuses them).
 
 Writes benchmarks/results/dfs.json and benchmarks/results/dfs.png.
 """
@@ -21,6 +30,7 @@ Writes benchmarks/results/dfs.json and benchmarks/results/dfs.png.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +42,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from scipy.stats import t as student_t  # noqa: E402
 from torchmetrics.functional.classification import binary_auroc  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
@@ -53,8 +64,17 @@ from lit_xai.algorithms.dynamic_selection.baselines import (  # noqa: E402
 from lit_xai.viz import save_figure  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "dfs"
-BUDGETS = {"digits_pixels": 20, "digits_patches": 10, "breast_cancer": 10}
-METHODS = ("dynamic", "static", "static_greedy", "random")
+BUDGETS = {"digits_pixels": 20, "digits_patches": 10, "breast_cancer": 10, "mnist": 50}
+METHODS = ("dynamic", "dime", "static", "static_greedy", "random")
+#: Orders scored with both predictors (the joint one and the pre-trained one).
+ORDERS = ("static", "static_greedy", "random")
+#: DIME's confidence thresholds (each capped at the dataset's budget).
+CONFIDENCES = (0.9, 0.95, 0.99, 0.999)
+#: Datasets with many players: permutation importance with one repeat, greedy static order over a candidate pool.
+LARGE = {"mnist": {"repeats": 1, "candidates": 60, "rows": 200}}
+RUNS = RESULTS / "dfs_runs"
+#: Covert et al. (ICML 2023), MNIST accuracy % with 5 / 10 / 20 / 50 pixels (../shared/REFERENCES.md).
+PAPER_MNIST = {5: 69.0, 10: 87.1, 20: 94.4, 50: 97.4}
 
 
 def fit(module: L.LightningModule, data: L.LightningDataModule, epochs: int) -> None:
@@ -71,12 +91,37 @@ def scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]
     return out
 
 
-def run_one(name: str, seed: int, quick: bool = False) -> dict[str, Any]:
-    """Train both stages for one dataset and seed, and score every method at budgets 0..K."""
+def run_file(name: str, seed: int) -> Path:
+    return RUNS / f"{name}_seed{seed}.json"
+
+
+def run_one(name: str, seed: int, quick: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Train and score one dataset and seed; the result is also saved to :func:`run_file` (read back on resume)."""
+    path = run_file(name, seed)
+    if resume and path.exists() and not quick:
+        return json.loads(path.read_text())
+    result = train_and_score(name, seed, quick)
+    if not quick:
+        RUNS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+    return result
+
+
+def confidence_scores(selection, target: torch.Tensor) -> dict[str, float]:
+    """Accuracy (and AUROC) of the predictions each sample stopped with, and the mean number of features."""
+    final = selection.final_logits[:, None]
+    out = {k: v[0] for k, v in scores(final, target).items()}
+    out["features"] = selection.num_selected.float().mean().item()
+    return out
+
+
+def train_and_score(name: str, seed: int, quick: bool = False) -> dict[str, Any]:
+    """Train the stages for one dataset and seed, and score every method at budgets 0..K."""
     start, cpu_start = time.perf_counter(), time.process_time()
     L.seed_everything(seed, verbose=False)
     pre_cfg = yaml.safe_load((CONFIGS / f"{name}_pretrain.yaml").read_text())
     joint_cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    dime_cfg = yaml.safe_load((CONFIGS / f"{name}_dime.yaml").read_text())
     data = instantiate(pre_cfg["data"], seed=seed)
     data.setup("fit")
     pretrain = instantiate(pre_cfg["model"])
@@ -87,6 +132,10 @@ def run_one(name: str, seed: int, quick: bool = False) -> dict[str, Any]:
     joint = instantiate(joint_cfg["model"], **overrides)
     joint.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
     fit(joint, data, 5 if quick else joint_cfg["trainer"]["max_epochs"])
+    joint_seconds = time.perf_counter() - start
+    dime = instantiate(dime_cfg["model"], predictor_checkpoint=None)
+    dime.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
+    fit(dime, data, 2 if quick else dime_cfg["trainer"]["max_epochs"])
     train_seconds = time.perf_counter() - start
 
     budget = BUDGETS[name]
@@ -95,14 +144,27 @@ def run_one(name: str, seed: int, quick: bool = False) -> dict[str, Any]:
     x, y = data.test_dataset.inputs, data.test_dataset.targets
     x_val, y_val = data.val_dataset.inputs, data.val_dataset.targets
     generator = torch.Generator().manual_seed(seed)
+    large = LARGE.get(name, {})
     with torch.no_grad():
-        importance = permutation_importance(pretrain, x_val, y_val, pretrain.players, generator=generator)
+        rows = slice(0, large.get("rows", len(x_val)))
+        importance = permutation_importance(
+            pretrain, x_val[rows], y_val[rows], pretrain.players, large.get("repeats", 3), generator
+        )
+        static = ranking(importance)
+        pool = static[: large["candidates"]] if large else None
         orders = {
-            "static": ranking(importance),
-            "static_greedy": greedy_static_order(pretrain, x_val, y_val, d, budget),
+            "static": static,
+            "static_greedy": greedy_static_order(pretrain, x_val[rows], y_val[rows], d, budget, pool),
             "random": random_orders(len(x), d, generator),
         }
-        result: dict[str, Any] = {"dynamic": scores(selector.select(x, budget=budget).logits, y)}
+        result: dict[str, Any] = {
+            "dynamic": scores(selector.select(x, budget=budget).logits, y),
+            "dime": scores(dime.selector.select(x, budget=budget).logits, y),
+            "dime_confidence": {
+                str(c): confidence_scores(dime.selector.select(x, budget=budget, confidence=c), y)
+                for c in CONFIDENCES
+            },
+        }
         for method, order in orders.items():
             result[method] = scores(evaluate_orders(selector.predict, x, order, d, budget), y)
             result[f"{method}_pretrained_predictor"] = scores(
@@ -117,11 +179,20 @@ def run_one(name: str, seed: int, quick: bool = False) -> dict[str, Any]:
         result["all_features_pretrained_predictor"] = {
             k: v[0] for k, v in scores(pretrain(x, everything)[:, None], y).items()
         }
+        result["all_features_dime_predictor"] = {
+            k: v[0] for k, v in scores(dime.selector.predict(x, everything)[:, None], y).items()
+        }
     result["static_order"] = orders["static"][:budget].tolist()
     result["static_greedy_order"] = orders["static_greedy"].tolist()
     # CPU time is what the job costs on an idle core; wall time also counts waiting for a busy machine.
     cpu = time.process_time() - cpu_start
-    result["seconds"] = {"train": train_seconds, "total": time.perf_counter() - start, "cpu": cpu}
+    result["seconds"] = {
+        "train": train_seconds,
+        "train_pretrain_and_policy": joint_seconds,
+        "total": time.perf_counter() - start,
+        "cpu": cpu,
+    }
+    result["dime_epochs"] = dime.current_epoch
     return result
 
 
@@ -129,18 +200,27 @@ def report(job: tuple[str, int], output: dict[str, Any]) -> dict[str, Any]:
     """Print one finished job's headline numbers (so a long run shows progress) and pass it on."""
     name, seed = job
     dynamic, static = output["dynamic"]["accuracy"], output["static"]["accuracy"]
+    dime = output["dime"]["accuracy"]
     k = min(5, len(dynamic) - 1)
     print(
-        f"[dfs] {name} seed {seed}: accuracy with {k} features dynamic {dynamic[k]:.3f} static {static[k]:.3f} "
+        f"[dfs] {name} seed {seed}: accuracy with {k} features dynamic {dynamic[k]:.3f} dime {dime[k]:.3f} "
+        f"static {static[k]:.3f} "
         f"({output['seconds']['total']:.0f} s, {output['seconds']['cpu']:.0f} s CPU)",
         flush=True,
     )
     return output
 
 
-def mean_std(runs: list[dict[str, Any]], method: str, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
-    values = torch.tensor([run[method][metric] for run in runs], dtype=torch.float64)
-    return values.mean(0), values.std(0, unbiased=False) if len(runs) > 1 else torch.zeros(values.shape[1])
+def stats(values: torch.Tensor) -> dict[str, Any]:
+    """Mean, std (population) and the half-width of a 95 % Student-t interval of the mean, over dimension 0."""
+    n = values.shape[0]
+    std = values.std(0, unbiased=False) if n > 1 else torch.zeros_like(values[0])
+    half = (
+        student_t.ppf(0.975, n - 1) * values.std(0, unbiased=True) / n**0.5
+        if n > 1
+        else torch.full_like(values[0], float("nan"))
+    )
+    return {"mean": values.mean(0).tolist(), "std": std.tolist(), "ci95": half.tolist()}
 
 
 def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,12 +228,20 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {"budgets": list(range(BUDGETS[name] + 1)), "seeds": len(runs)}
     for metric in metrics:
         summary[metric] = {}
-        for method in [*METHODS, *(f"{m}_pretrained_predictor" for m in METHODS[1:])]:
-            mean, std = mean_std(runs, method, metric)
-            summary[metric][method] = {"mean": mean.tolist(), "std": std.tolist()}
-        for key in ("all_features", "all_features_pretrained_predictor"):
-            full = torch.tensor([run[key][metric] for run in runs], dtype=torch.float64)
-            summary[metric][key] = {"mean": full.mean().item(), "std": full.std(unbiased=False).item()}
+        for method in [*METHODS, *(f"{m}_pretrained_predictor" for m in ORDERS)]:
+            values = torch.tensor([run[method][metric] for run in runs], dtype=torch.float64)
+            summary[metric][method] = stats(values)
+        for key in ("all_features", "all_features_pretrained_predictor", "all_features_dime_predictor"):
+            summary[metric][key] = stats(
+                torch.tensor([run[key][metric] for run in runs], dtype=torch.float64)
+            )
+    summary["dime_confidence"] = {
+        c: {
+            key: stats(torch.tensor([run["dime_confidence"][c][key] for run in runs], dtype=torch.float64))
+            for key in runs[0]["dime_confidence"][c]
+        }
+        for c in runs[0]["dime_confidence"]
+    }
     summary["seconds_per_seed"] = [run["seconds"]["total"] for run in runs]
     summary["cpu_seconds_per_seed"] = [run["seconds"]["cpu"] for run in runs]
     return summary
@@ -187,10 +275,73 @@ def check_goals(results: dict[str, Any]) -> dict[str, Any]:
         reached = [k for k in range(1, len(dyn)) if dyn[k] >= full - 0.01]
         goals["breast_cancer"] = {
             "all_features_auroc": full,
+            "all_features_auroc_ci95": auroc["all_features"]["ci95"],
             "features_to_reach_all_features_auroc_minus_0.01": reached[0] if reached else None,
             "goal_features": 8,
         }
+    if "mnist" in results:
+        acc = results["mnist"]["accuracy"]
+        dyn = torch.tensor(acc["dynamic"]["mean"])
+        best_static = torch.stack(
+            [
+                torch.tensor(acc[f"{m}{p}"]["mean"])
+                for m in ("static", "static_greedy")
+                for p in ("", "_pretrained_predictor")
+            ]
+        ).amax(dim=0)
+        goals["mnist"] = {
+            "dynamic_accuracy_vs_paper_points": {
+                str(k): {"ours": 100 * dyn[k].item(), "paper": paper, "gap": 100 * dyn[k].item() - paper}
+                for k, paper in PAPER_MNIST.items()
+            },
+            "dynamic_within_3_points_of_paper": all(
+                100 * dyn[k].item() >= p - 3 for k, p in PAPER_MNIST.items()
+            ),
+            "dynamic_above_both_static_orders_at_every_budget_5_to_50": bool(
+                (dyn[5:51] > best_static[5:51]).all()
+            ),
+            "budgets_5_to_50_where_a_static_order_is_not_below_dynamic": [
+                k for k in range(5, 51) if dyn[k] <= best_static[k]
+            ],
+        }
+    for name, summary in results.items():
+        goals.setdefault(name, {}).update(dime_goals(summary))
     return goals
+
+
+def dime_goals(summary: dict[str, Any]) -> dict[str, Any]:
+    """DIME against the greedy policy at every budget, and its confidence stopping against fixed budgets."""
+    out: dict[str, Any] = {}
+    for metric in [m for m in ("accuracy", "auroc") if m in summary]:
+        dime, dyn = (
+            torch.tensor(summary[metric]["dime"]["mean"]),
+            torch.tensor(summary[metric]["dynamic"]["mean"]),
+        )
+        out[f"dime_at_least_dynamic_{metric}_at_every_budget"] = bool((dime[1:] >= dyn[1:]).all())
+        out[f"budgets_where_dime_below_dynamic_{metric}"] = [
+            k for k in range(1, len(dime)) if dime[k] < dyn[k]
+        ]
+    acc = summary["accuracy"]
+    full = max(
+        acc[k]["mean"]
+        for k in ("all_features", "all_features_pretrained_predictor", "all_features_dime_predictor")
+    )
+    target = full - 0.01
+    fixed = [k for k, v in enumerate(acc["dime"]["mean"]) if v >= target]
+    stopping = {
+        c: v["features"]["mean"]
+        for c, v in summary["dime_confidence"].items()
+        if v["accuracy"]["mean"] >= target
+    }
+    best = min(stopping.items(), key=lambda item: item[1]) if stopping else None
+    out["dime_confidence_stopping"] = {
+        "target_accuracy": target,
+        "smallest_fixed_budget_reaching_it": fixed[0] if fixed else None,
+        "best_threshold_reaching_it": best[0] if best else None,
+        "its_mean_features": best[1] if best else None,
+        "fewer_features_than_any_fixed_budget": bool(best is not None and (not fixed or best[1] < fixed[0])),
+    }
+    return out
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -204,6 +355,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_visible(False)
     labels = {
         "dynamic": "dynamic policy",
+        "dime": "DIME (CMI value network)",
         "static": "static (permutation)",
         "static_greedy": "static (greedy)",
         "random": "random order",
@@ -213,14 +365,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
         budgets = summary["budgets"][1:]
         for method in METHODS:
             mean = torch.tensor(summary[metric][method]["mean"][1:])
-            std = torch.tensor(summary[metric][method]["std"][1:])
-            ax.plot(budgets, mean, marker="o", markersize=3, label=labels[method])
-            ax.fill_between(budgets, mean - std, mean + std, alpha=0.2)
+            half = torch.tensor(summary[metric][method]["ci95"][1:]).nan_to_num(0.0)
+            ax.plot(budgets, mean, marker="o", markersize=2 if len(budgets) > 20 else 3, label=labels[method])
+            ax.fill_between(budgets, mean - half, mean + half, alpha=0.2)
         full = max(summary[metric][k]["mean"] for k in ("all_features", "all_features_pretrained_predictor"))
         ax.axhline(full, color="black", linestyle="--", linewidth=1, label="all features")
         ax.set_xlabel("features acquired")
         ax.set_ylabel(f"test {metric}")
-        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.set_title(f"{name.replace('_', ' ')} (mean, 95 % interval, {summary['seeds']} seeds)", fontsize=9)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
@@ -231,14 +383,32 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--seeds-for",
+        nargs="*",
+        default=[],
+        metavar="DATASET=FIRST-LAST",
+        help="other seeds for some datasets, e.g. breast_cancer=0-9 mnist=0-2",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse the runs saved in benchmarks/results/dfs_runs"
+    )
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each (one per core)")
     parser.add_argument("--quick", action="store_true", help="a few epochs only, to check the script runs")
     args = parser.parse_args()
 
     start = time.perf_counter()
-    jobs = [(name, seed) for name in args.datasets for seed in args.seeds]
-    results_in_order = run_jobs(run_one, [(name, seed, args.quick) for name, seed in jobs], args.workers)
+    seeds = {name: list(args.seeds) for name in args.datasets}
+    for item in args.seeds_for:
+        name, _, span = item.partition("=")
+        first, _, last = span.partition("-")
+        seeds[name] = list(range(int(first), int(last or first) + 1))
+    # In the order given: put the cheap datasets first, so a run cut short has finished them (each run is saved).
+    jobs = [(name, seed) for name in args.datasets for seed in seeds[name]]
+    results_in_order = run_jobs(
+        run_one, [(name, seed, args.quick, args.resume) for name, seed in jobs], args.workers
+    )
     outputs = [report(job, output) for job, output in zip(jobs, results_in_order)]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.datasets}
     for (name, _), output in zip(jobs, outputs):
@@ -249,18 +419,31 @@ def main() -> None:
 
     for name, summary in results.items():
         for metric in [m for m in ("accuracy", "auroc") if m in summary]:
-            print(f"\n{name}: test {metric} (mean ± std over {summary['seeds']} seeds) by number of features")
+            print(
+                f"\n{name}: test {metric} (mean ± 95 % interval, {summary['seeds']} seeds) by number of features"
+            )
             rows = []
+            shown = [
+                k
+                for k in summary["budgets"][1:]
+                if len(summary["budgets"]) <= 21 or k in (1, 2, 3, 5, 10, 15, 20, 30, 40, 50)
+            ]
             for method in METHODS:
                 row = {"method": method}
-                stats = summary[metric][method]
-                for k in summary["budgets"][1:]:
-                    row[str(k)] = f"{stats['mean'][k]:.3f}±{stats['std'][k]:.3f}"
+                values = summary[metric][method]
+                for k in shown:
+                    row[str(k)] = f"{values['mean'][k]:.3f}±{values['ci95'][k]:.3f}"
                 rows.append(row)
-            print_table(rows, ["method", *map(str, summary["budgets"][1:])])
+            print_table(rows, ["method", *map(str, shown)])
             print(
                 f"all features: {summary[metric]['all_features']['mean']:.3f} (joint predictor), "
-                f"{summary[metric]['all_features_pretrained_predictor']['mean']:.3f} (pre-trained predictor)"
+                f"{summary[metric]['all_features_pretrained_predictor']['mean']:.3f} (pre-trained predictor), "
+                f"{summary[metric]['all_features_dime_predictor']['mean']:.3f} (DIME's predictor)"
+            )
+        for c, v in summary["dime_confidence"].items():
+            print(
+                f"DIME confidence {c}: accuracy {v['accuracy']['mean']:.3f} with {v['features']['mean']:.1f} "
+                "features on average"
             )
     print("\ngoals:", goals)
     cpu = sum(run["seconds"]["cpu"] for dataset in runs.values() for run in dataset)
@@ -275,6 +458,7 @@ def main() -> None:
                 f"--seeds {' '.join(map(str, args.seeds))}",
                 f"--workers {args.workers}",
             ]
+            + ([f"--seeds-for {' '.join(args.seeds_for)}"] if args.seeds_for else [])
             + (["--quick"] if args.quick else [])
         ),
         "environment": environment() | {"threads_per_worker": 1, "workers": args.workers},

@@ -359,6 +359,16 @@ def test_static_baselines_on_a_known_predictor():
     assert importance[2] > 0.5 and importance[[0, 1, 3]].abs().max() == 0
     assert ranking(importance)[0] == 2
     assert greedy_static_order(predict, x, y, 4, 2)[0] == 2
+    # Restricted to a candidate pool, forward selection only ever returns candidates, best first.
+    assert greedy_static_order(predict, x, y, 4, 2, candidates=torch.tensor([3, 2]))[0] == 2
+    assert sorted(greedy_static_order(predict, x, y, 4, 2, candidates=torch.tensor([0, 3])).tolist()) == [
+        0,
+        3,
+    ]
+    with pytest.raises(ValueError, match="candidates"):
+        greedy_static_order(predict, x, y, 4, 3, candidates=torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="distinct"):
+        greedy_static_order(predict, x, y, 4, 1, candidates=torch.tensor([0, 0]))
     assert shapley_ranking(torch.tensor([[0.1, -3.0, 0.0], [0.2, 1.0, 0.5]])).tolist() == [1, 2, 0]
     orders = random_orders(50, 4, torch.Generator().manual_seed(0))
     assert (orders.sort(dim=1).values == torch.arange(4)).all()

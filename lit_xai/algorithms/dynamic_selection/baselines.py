@@ -94,21 +94,34 @@ def shapley_ranking(values: Tensor) -> Tensor:
 
 @torch.no_grad()
 def greedy_static_order(
-    predict: PredictFn, x: Tensor, target: Tensor, num_players: int, num_steps: int
+    predict: PredictFn,
+    x: Tensor,
+    target: Tensor,
+    num_players: int,
+    num_steps: int,
+    candidates: Tensor | None = None,
 ) -> Tensor:
     """One global order built by forward selection: each step adds the player that lowers the mean loss most.
+
+    Args:
+        candidates: optional players to choose from (default all); with many players (784 MNIST pixels) forward
+            selection over all of them costs ``d * num_steps`` predictions, so a pool such as the top of a
+            permutation ranking keeps it affordable.
 
     Returns:
         ``(num_steps,)`` long.
     """
-    if not 1 <= num_steps <= num_players:
-        raise ValueError(f"num_steps must be in 1..{num_players}, got {num_steps}")
+    pool = list(range(num_players)) if candidates is None else [int(c) for c in candidates]
+    if not 1 <= num_steps <= len(pool):
+        raise ValueError(f"num_steps must be in 1..{len(pool)} (the candidates), got {num_steps}")
+    if len(set(pool)) != len(pool) or not all(0 <= c < num_players for c in pool):
+        raise ValueError(f"candidates must be distinct players in 0..{num_players - 1}")
     n = x.shape[0]
     keep = torch.zeros(n, num_players, dtype=torch.bool, device=x.device)
     order: list[int] = []
     for _ in range(num_steps):
         losses = torch.full((num_players,), float("inf"))
-        for player in range(num_players):
+        for player in pool:
             if player in order:
                 continue
             trial = keep.clone()
