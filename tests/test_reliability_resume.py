@@ -1,6 +1,6 @@
 """A run killed hard (SIGKILL) mid-epoch and resumed with ``--ckpt_path last`` ends exactly where an uninterrupted
 run ends: same weights, optimizer state, cached v(∅) and metrics, for the classifier, surrogate, explainer,
-saliency-guided, VisFIS and both dynamic-feature-selection stages; and the InputIBA command, whose per-image GAN
+saliency-guided, VisFIS, both dynamic-feature-selection stages and DIME; and the InputIBA command, whose per-image GAN
 prior is trained by a plain loop that keeps its own progress (lit_xai/algorithms/input_iba/resume.py)."""
 
 import csv
@@ -21,6 +21,7 @@ CONFIGS = {
     "visfis": "decoy_digits/visfis.yaml",
     "dfs_pretrain": "dfs/digits_patches_pretrain.yaml",
     "dfs_policy": "dfs/digits_patches.yaml",
+    "dfs_dime": "dfs/digits_patches_dime.yaml",
 }
 KILL_AT_STEP = 9  # epoch 1 (6 batches per epoch), with last.ckpt from step 8: two batches into the epoch
 
@@ -100,8 +101,10 @@ def stage_args(stage: str, tmp: Path) -> list[str]:
         return ["--model.init_args.warmup_steps=2", "--model.init_args.backbone_kwargs.channels=[4, 8]"]
     if stage == "visfis":  # an MLP on decoy digits with annotations; random subsets of unimportant pixels
         return ["--model.init_args.warmup_steps=2", "--model.init_args.backbone_kwargs.hidden=[8]"]
-    if stage.startswith("dfs"):  # random masks (pretraining), Gumbel noise (the policy)
-        tiny = [f"--model.init_args.{net}_kwargs.{k}={v}" for net in ("predictor", "policy") for k, v in
+    # Random masks (pretraining), Gumbel noise (the policy), epsilon-greedy exploration (DIME)
+    if stage.startswith("dfs"):
+        selector = "value" if stage == "dfs_dime" else "policy"
+        tiny = [f"--model.init_args.{net}_kwargs.{k}={v}" for net in ("predictor", selector) for k, v in
                 (("embed_dim", 16), ("depth", 1))]  # fmt: skip
         if stage == "dfs_pretrain":
             return tiny[:2]
@@ -151,7 +154,16 @@ def metrics_by_step(path: Path) -> dict[tuple[int, str], float]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "stage",
-    ["classifier", "surrogate", "explainer", "saliency_guided", "visfis", "dfs_pretrain", "dfs_policy"],
+    [
+        "classifier",
+        "surrogate",
+        "explainer",
+        "saliency_guided",
+        "visfis",
+        "dfs_pretrain",
+        "dfs_policy",
+        "dfs_dime",
+    ],
 )
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path, stage):
     extra = stage_args(stage, tmp_path)

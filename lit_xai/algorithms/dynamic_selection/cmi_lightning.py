@@ -23,15 +23,16 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_xai.algorithms.components.step_random import step_generator
 from lit_xai.algorithms.dynamic_selection.cmi_model import CMISelector, tie_hidden_layers
 from lit_xai.algorithms.dynamic_selection.lightning_model import load_predictor_state
 from lit_xai.algorithms.dynamic_selection.torch_model import build_network, build_players, check_costs
-from lit_xai.algorithms.step_random import step_generator
+from lit_xai.checkpoint_identity import RecordsStage
 
 __all__ = ["CMISelectionModule"]
 
 
-class CMISelectionModule(L.LightningModule):
+class CMISelectionModule(RecordsStage, L.LightningModule):
     """Stage 2 of DIME: the value network and the predictor trained jointly with ε-greedy acquisitions.
 
     Args:
@@ -194,6 +195,7 @@ class CMISelectionModule(L.LightningModule):
             "decays": self._decays,
             "best": self._best,
         }
+        super().on_save_checkpoint(checkpoint)  # the stage record
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("cmi_selection", {})
