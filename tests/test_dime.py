@@ -258,3 +258,23 @@ def test_standalone_validation_and_checkpoint_round_trip(tmp_path):
     assert torch.equal(
         loaded.eval().selector.select(x, budget=3).order, module.eval().selector.select(x, budget=3).order
     )
+
+
+def test_the_learning_rate_plateau_continues_after_a_resume(tmp_path):
+    """The plateau's counters (best loss, bad epochs) are in the checkpoint, so a resumed run decays on time."""
+    L.seed_everything(0, verbose=False)
+    module = CMISelectionModule(num_classes=2, num_features=6, max_features=2, plateau_patience=5)
+    data = DataLoader(TensorDictDataset(*one_feature_problem(64, 2)), batch_size=32)
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, data, data)
+    path = tmp_path / "dime.ckpt"
+    trainer.save_checkpoint(path)
+    plateau = module._plateau.state_dict()
+    assert plateau["last_epoch"] == 2
+    loaded = CMISelectionModule.load_from_checkpoint(path, weights_only=True)
+    assert loaded._plateau_state == plateau

@@ -115,6 +115,7 @@ class CMISelectionModule(RecordsStage, L.LightningModule):
         self._bad_epochs = 0
         self._decays = 0
         self._plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self._plateau_state: dict[str, Any] | None = None
 
     # lit_xai.protocols.ExplainedModel: the predictor, with the selector's players and mask appending.
     @property
@@ -173,6 +174,8 @@ class CMISelectionModule(RecordsStage, L.LightningModule):
                 patience=self.hparams.plateau_patience,
                 min_lr=self.hparams.min_lr,
             )
+            if self._plateau_state is not None:  # resumed: the plateau's counters continue where they were
+                self._plateau.load_state_dict(self._plateau_state)
         self._plateau.step(loss)
         if self._bad_epochs > self.hparams.epsilon_patience:
             # Explore less once the current amount of exploration stops helping (the authors' schedule).
@@ -194,6 +197,7 @@ class CMISelectionModule(RecordsStage, L.LightningModule):
             "bad_epochs": self._bad_epochs,
             "decays": self._decays,
             "best": self._best,
+            "plateau": self._plateau.state_dict() if self._plateau is not None else self._plateau_state,
         }
         super().on_save_checkpoint(checkpoint)  # the stage record
 
@@ -202,6 +206,7 @@ class CMISelectionModule(RecordsStage, L.LightningModule):
         self.epsilon = saved.get("epsilon", self.epsilon)
         self._bad_epochs, self._decays = saved.get("bad_epochs", 0), saved.get("decays", 0)
         self._best = saved.get("best")
+        self._plateau_state = saved.get("plateau")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, logits = self._hard(batch)
