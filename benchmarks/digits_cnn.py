@@ -23,10 +23,17 @@ def digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return images[train], labels[train], images[test], labels[test]
 
 
-def train_cnn(images: Tensor, labels: Tensor, epochs: int, seed: int = 0, lr: float = 3e-3) -> SmallCNN:
-    """A SmallCNN (channels 32/64, ~19k parameters) trained with Adam, batch 64, returned in eval mode."""
+def train_cnn(
+    images: Tensor,
+    labels: Tensor,
+    epochs: int,
+    seed: int = 0,
+    lr: float = 3e-3,
+    channels: tuple[int, ...] = CHANNELS,
+) -> SmallCNN:
+    """A SmallCNN (by default channels 32/64, ~19k parameters) trained with Adam, batch 64, returned in eval mode."""
     torch.manual_seed(seed)
-    model = SmallCNN(1, 10, channels=CHANNELS)
+    model = SmallCNN(1, 10, channels=channels)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         model.train()
