@@ -25,14 +25,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lit_xai.algorithms.components.step_random import step_generator
 from lit_xai.algorithms.dynamic_selection.cmi_model import CMISelector, tie_hidden_layers
-from lit_xai.algorithms.dynamic_selection.lightning_model import load_predictor_state
+from lit_xai.algorithms.dynamic_selection.lightning_model import SelectorStage, load_predictor_state
 from lit_xai.algorithms.dynamic_selection.torch_model import build_network, build_players, check_costs
 from lit_xai.checkpoint_identity import RecordsStage
 
 __all__ = ["CMISelectionModule"]
 
 
-class CMISelectionModule(RecordsStage, L.LightningModule):
+class CMISelectionModule(SelectorStage, RecordsStage, L.LightningModule):
     """Stage 2 of DIME: the value network and the predictor trained jointly with ε-greedy acquisitions.
 
     Args:
@@ -116,23 +116,6 @@ class CMISelectionModule(RecordsStage, L.LightningModule):
         self._decays = 0
         self._plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
         self._plateau_state: dict[str, Any] | None = None
-
-    # lit_xai.protocols.ExplainedModel: the predictor, with the selector's players and mask appending.
-    @property
-    def explained_network(self) -> torch.nn.Module:
-        return self.selector.predictor
-
-    @property
-    def players(self):
-        return self.selector.players
-
-    @property
-    def masker(self):
-        return self.selector.masker
-
-    def forward(self, x: Tensor, budget: int | None = None):
-        """Acquire up to ``budget`` features (default ``max_features``); see :meth:`CMISelector.select`."""
-        return self.selector.select(x, budget=self.hparams.max_features if budget is None else budget)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         predictor_loss, value_loss = self.selector.training_losses(

@@ -133,7 +133,28 @@ class MaskedPredictorModule(RecordsStage, L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
 
 
-class DynamicSelectionModule(RecordsStage, L.LightningModule):
+class SelectorStage:
+    """What a stage with a ``selector`` (the greedy policy's or DIME's) offers: ``lit_xai.protocols.ExplainedModel``
+    (the selector's predictor, players and mask appending) and ``forward`` = acquisition up to a budget."""
+
+    @property
+    def explained_network(self) -> torch.nn.Module:
+        return self.selector.predictor
+
+    @property
+    def players(self):
+        return self.selector.players
+
+    @property
+    def masker(self):
+        return self.selector.masker
+
+    def forward(self, x: Tensor, budget: int | None = None):
+        """Acquire up to ``budget`` features (default ``max_features``); see the selector's ``select``."""
+        return self.selector.select(x, budget=self.hparams.max_features if budget is None else budget)
+
+
+class DynamicSelectionModule(SelectorStage, RecordsStage, L.LightningModule):
     """Stage 2: joint training of the policy and the predictor with an annealed Concrete relaxation.
 
     Set the trainer's ``max_epochs`` to ``len(temperatures) * epochs_per_temperature`` (later epochs stay at the
@@ -285,23 +306,6 @@ class DynamicSelectionModule(RecordsStage, L.LightningModule):
         self._saved_plateau = saved.get("plateau")
 
     # -- steps -------------------------------------------------------------------------------------------------
-
-    # lit_xai.protocols.ExplainedModel: the selector's predictor, with the selector's players and mask appending.
-    @property
-    def explained_network(self) -> torch.nn.Module:
-        return self.selector.predictor
-
-    @property
-    def players(self):
-        return self.selector.players
-
-    @property
-    def masker(self):
-        return self.selector.masker
-
-    def forward(self, x: Tensor, budget: int | None = None):
-        """Select up to ``budget`` features (default ``max_features``); see :meth:`DynamicSelector.select`."""
-        return self.selector.select(x, budget=self.hparams.max_features if budget is None else budget)
 
     def _relaxed(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
         return self.selector.relaxed_loss(
