@@ -166,7 +166,7 @@ def test_token_buckets_are_an_optimal_partition(seed, num_buckets):
     """The dynamic programme finds the cheapest contiguous grouping, checked against every possible grouping."""
     import itertools
 
-    from lit_xai.masking import bucket_rows
+    from lit_xai.vit_tokens import bucket_rows
 
     counts = torch.randint(0, 12, (20,), generator=torch.Generator().manual_seed(seed))
     groups = bucket_rows(counts, num_buckets, prefix=1)
