@@ -13,6 +13,11 @@ outputs/mnist/shapley_ground_truth.pt), on held-out images and their predicted c
 
     python -m benchmarks.vit_shapley [--datasets digits shapes mnist] [--num-images 100] [--device cpu]
     python -m benchmarks.vit_shapley --datasets mnist --num-images 30 --truth-threshold 0.01
+    python -m benchmarks.vit_shapley --datasets mnist --truth-only   # ground truth + KernelSHAP curve, cached
+
+``--truth-only`` needs only the surrogate: it computes and caches what does not depend on the explainer (the ground
+truth and KernelSHAP's estimates at every budget, outputs/<dataset>/kernel_shap_estimates.pt), so that work can run
+on another core while the explainer trains.
 
 Reuses outputs/<dataset>/{classifier,surrogate,explainer}/checkpoints/best.ckpt (trained by ``make demo`` or
 ``train.py``) and trains the missing stages with the configs in configs/<dataset>/. Writes
@@ -29,10 +34,15 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from benchmarks.common import RESULTS, environment, interleaved_times, print_table, write_json
 from lit_xai.algorithms.vit_shapley import ExplainerModule
-from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap, ground_truth_shapley
+from lit_xai.algorithms.vit_shapley.evaluation import (
+    compare_with_kernel_shap,
+    ground_truth_shapley,
+    kernel_shap_estimates,
+)
 from lit_xai.cli import main as cli_main
 from lit_xai.io import atomic_save, safe_torch_load
 from lit_xai.models import backbone_from_checkpoint
@@ -56,8 +66,8 @@ def checkpoint(dataset: str, stage: str) -> Path:
     return Path("outputs") / dataset / stage / "checkpoints" / "best.ckpt"
 
 
-def ensure_trained(dataset: str) -> None:
-    for stage in ("classifier", "surrogate", "explainer"):
+def ensure_trained(dataset: str, stages: tuple[str, ...] = ("classifier", "surrogate", "explainer")) -> None:
+    for stage in stages:
         if not checkpoint(dataset, stage).is_file():
             print(f"[vit_shapley] training {dataset} {stage}")
             cli_main(
@@ -147,6 +157,35 @@ def converged_ground_truth(
     }
 
 
+def cached_kernel_estimates(
+    dataset: str, net, x: torch.Tensor, target: torch.Tensor, budgets: list[int]
+) -> dict[int, torch.Tensor]:
+    """KernelSHAP's estimates at each budget (:func:`kernel_shap_estimates`), cached in
+    outputs/<dataset>/kernel_shap_estimates.pt under the surrogate's digest, the images, targets and budgets."""
+    path = checkpoint(dataset, "surrogate").parents[2] / "kernel_shap_estimates.pt"
+    key = {
+        "surrogate": file_digest(checkpoint(dataset, "surrogate")),
+        "images": hashlib.sha256(x.cpu().numpy().tobytes()).hexdigest()[:16],
+        "target": target.tolist(),
+        "budgets": budgets,
+    }
+    cache = safe_torch_load(path) if path.is_file() else {}
+    if cache.get("key") == key:
+        return {int(k): v.to(x.device) for k, v in cache["estimates"].items()}
+    print(f"[vit_shapley] {dataset} KernelSHAP up to {max(budgets)} evaluations for {x.shape[0]} images")
+    estimates = kernel_shap_estimates(net, x, target, budgets)
+    atomic_save({"key": key, "estimates": {k: v.cpu() for k, v in estimates.items()}}, path)
+    return estimates
+
+
+def surrogate_only_net(dataset: str):
+    """The explainer's network around the trained surrogate, its explainer head untrained: enough for everything
+    that explains the surrogate's game (ground truth, KernelSHAP), before the explainer exists."""
+    config = yaml.safe_load(Path(f"configs/{dataset}/explainer.yaml").read_text())
+    init_args = config["model"]["init_args"] | {"surrogate_checkpoint": str(checkpoint(dataset, "surrogate"))}
+    return ExplainerModule(**init_args).eval().net
+
+
 def stopping_rule(net, x: torch.Tensor, target: torch.Tensor, truth: torch.Tensor) -> dict:
     """KernelSHAP stopped by its own rule, against exact values: evaluations per image and the error reached.
 
@@ -183,35 +222,36 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def run_dataset(
-    dataset: str, num_images: int, device: str, truth_evaluations: int, truth_threshold: float
-) -> dict:
-    ensure_trained(dataset)
+def explained_images(dataset: str, net, num_images: int, device: str):
+    """The first ``num_images`` test images and the surrogate's predicted class for each (what is explained)."""
     x_all, y_all = test_split(dataset)
-    classifier, _ = backbone_from_checkpoint(checkpoint(dataset, "classifier"))
-    classifier = classifier.eval().to(device)
-    explainer = ExplainerModule.load_from_checkpoint(
-        checkpoint(dataset, "explainer"), weights_only=True
-    ).eval()
-    net = explainer.net.to(device)
-    x_all, y_all = x_all.to(device), y_all.to(device)
-    with torch.no_grad():
-        classifier_accuracy = (classifier(x_all).argmax(-1) == y_all).float().mean().item()
-        surrogate_accuracy = (net.grand(x_all).argmax(-1) == y_all).float().mean().item()
-
-    x = x_all[:num_images]
-    budgets = BUDGETS[dataset]
+    x = x_all[:num_images].to(device)
     with torch.no_grad():
         target = net.grand(x).argmax(-1)
+    return x_all.to(device), y_all.to(device), x, target
+
+
+def truth_and_kernel_shap(
+    dataset: str,
+    net,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    truth_evaluations: int,
+    truth_threshold: float,
+) -> tuple[torch.Tensor, dict, dict[int, torch.Tensor]]:
+    """The ground truth ``(B, d)``, what describes it, and KernelSHAP's estimates at every budget: everything that
+    depends on the surrogate only (the mnist ones cached on disk)."""
     start = time.perf_counter()
-    truth_info: dict = {}
     if dataset == "mnist":
         converged = converged_ground_truth(dataset, net, x, target, truth_threshold, truth_evaluations)
         truth = converged["values"]
         # The ground truth's own expected squared L2 error: the sum of its players' variances, mean over images.
         residual = float(converged["std"].pow(2).sum(1).mean())
         evaluations = torch.tensor(converged["evaluations"], dtype=torch.float64)
-        truth_info = {
+        info = {
+            "ground_truth": (
+                f"kernel_shap (std ratio < {truth_threshold} per image, at most {truth_evaluations} evaluations)"
+            ),
             "ground_truth_threshold": truth_threshold,
             "ground_truth_residual_squared_error": residual,
             "ground_truth_evaluations_per_image": {
@@ -220,21 +260,43 @@ def run_dataset(
                 "max": int(evaluations.max()),
             },
             "ground_truth_converged_images": sum(r < truth_threshold for r in converged["ratio"]),
+            # 0 where the cache answered; the evaluations above are what it cost.
+            "ground_truth_seconds": time.perf_counter() - start,
         }
-        description = (
-            f"kernel_shap (std ratio < {truth_threshold} per image, at most {truth_evaluations} evaluations)"
-        )
+        estimates = cached_kernel_estimates(dataset, net, x, target, BUDGETS[dataset])
     else:
         truth = ground_truth_shapley(
             net, x, target, kernel_evaluations=truth_evaluations, generator=torch.Generator().manual_seed(1)
         )
-        description = (
-            "exact"
+        info = {
+            "ground_truth": "exact"
             if net.num_players <= 20
-            else f"kernel_shap (threshold 0.005 or {truth_evaluations} evaluations)"
-        )
-    truth_seconds = time.perf_counter() - start
-    comparison = compare_with_kernel_shap(net, x, target, truth, budgets)
+            else f"kernel_shap (threshold 0.005 or {truth_evaluations} evaluations)",
+            "ground_truth_seconds": time.perf_counter() - start,
+        }
+        estimates = kernel_shap_estimates(net, x, target, BUDGETS[dataset])
+    return truth, info, estimates
+
+
+def run_dataset(
+    dataset: str, num_images: int, device: str, truth_evaluations: int, truth_threshold: float
+) -> dict:
+    ensure_trained(dataset)
+    classifier, _ = backbone_from_checkpoint(checkpoint(dataset, "classifier"))
+    classifier = classifier.eval().to(device)
+    explainer = ExplainerModule.load_from_checkpoint(
+        checkpoint(dataset, "explainer"), weights_only=True
+    ).eval()
+    net = explainer.net.to(device)
+    x_all, y_all, x, target = explained_images(dataset, net, num_images, device)
+    with torch.no_grad():
+        classifier_accuracy = (classifier(x_all).argmax(-1) == y_all).float().mean().item()
+        surrogate_accuracy = (net.grand(x_all).argmax(-1) == y_all).float().mean().item()
+    budgets = BUDGETS[dataset]
+    truth, truth_info, estimates = truth_and_kernel_shap(
+        dataset, net, x, target, truth_evaluations, truth_threshold
+    )
+    comparison = compare_with_kernel_shap(net, x, target, truth, budgets, kernel_estimates=estimates)
     stopping = stopping_rule(net, x, target, truth) if net.num_players <= 20 else {}
 
     # Speed, all measured here and now: the explainer explains the whole batch at once; KernelSHAP runs at the
@@ -256,9 +318,7 @@ def run_dataset(
     return {
         "num_players": net.num_players,
         "num_images": num_images,
-        "ground_truth": description,
         **truth_info,
-        "ground_truth_seconds": truth_seconds,
         "classifier_test_accuracy": classifier_accuracy,
         "surrogate_test_accuracy_all_players": surrogate_accuracy,
         "explainer_error": comparison.explainer,
@@ -341,9 +401,25 @@ def main() -> None:
         default=0.01,
         help="mnist: run the ground truth's KernelSHAP until max std / range of values is below this for every image",
     )
+    parser.add_argument(
+        "--truth-only",
+        action="store_true",
+        help="only compute and cache the ground truth and KernelSHAP's estimates (needs the surrogate, not the "
+        "explainer); writes no results",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.truth_only:
+        for name in args.datasets:
+            ensure_trained(name, ("classifier", "surrogate"))
+            net = surrogate_only_net(name).to(args.device)
+            _, _, x, target = explained_images(name, net, args.num_images, args.device)
+            _, info, _ = truth_and_kernel_shap(
+                name, net, x, target, args.truth_evaluations, args.truth_threshold
+            )
+            print(f"[vit_shapley] {name}: {info}")
+        return
     # Datasets run separately keep each other's results: the file holds the latest run of each dataset.
     results = previous_results()
     for name in args.datasets:

@@ -19,7 +19,12 @@ from lit_xai.ground_truth import KERNEL_MAX_EVALUATIONS, KERNEL_THRESHOLD, shapl
 from lit_xai.metrics.functional import shapley_error
 from lit_xai.shapley import ModelGame, kernel_shap
 
-__all__ = ["ExplainerComparison", "ground_truth_shapley", "compare_with_kernel_shap"]
+__all__ = [
+    "ExplainerComparison",
+    "ground_truth_shapley",
+    "kernel_shap_estimates",
+    "compare_with_kernel_shap",
+]
 
 
 @dataclass
@@ -65,24 +70,19 @@ def _mean_errors(estimate: Tensor, truth: Tensor) -> dict[str, float]:
     return {name: float(values.float().mean()) for name, values in shapley_error(estimate, truth).items()}
 
 
-def compare_with_kernel_shap(
+def kernel_shap_estimates(
     net: AmortizedShapley,
     x: Tensor,
     target: Tensor,
-    truth: Tensor,
     budgets: list[int],
     batch_size: int = 512,
     seed: int = 0,
-) -> ExplainerComparison:
-    """Errors of the explainer and of KernelSHAP at each budget (evaluations per image) against ``truth``.
+) -> dict[int, Tensor]:
+    """KernelSHAP's estimates ``(B, d)`` after each budget of evaluations per image (one run up to the largest
+    budget, its estimates recorded along the way). Budgets too small to identify every player are left out.
 
-    KernelSHAP is run once per image up to the largest budget with its estimates recorded along the way; the
-    matching budget is the smallest budget whose mean squared error is at most the explainer's.
+    Independent of the explainer, so a caller can compute (and cache) them while the explainer still trains.
     """
-    start = time.perf_counter()
-    estimate = net.attribute(x, target)
-    seconds = (time.perf_counter() - start) / x.shape[0]
-    comparison = ExplainerComparison(_mean_errors(estimate, truth), explainer_seconds_per_image=seconds)
     game = _game(net, x, target, batch_size)
     # Steps sized so that the first estimate lands exactly on the smallest budget (v(∅) and v(all) included).
     step = max(2, (min(budgets) - 2) // 2 * 2)
@@ -95,10 +95,38 @@ def compare_with_kernel_shap(
         return_trajectory=True,
         generator=torch.Generator().manual_seed(seed),
     )
+    estimates = {}
     for budget in budgets:
         reached = [values for evaluations, values in result.trajectory if evaluations <= budget]
         if reached:
-            comparison.kernel_shap[budget] = _mean_errors(reached[-1].squeeze(-1).float(), truth)
+            estimates[budget] = reached[-1].squeeze(-1).float()
+    return estimates
+
+
+def compare_with_kernel_shap(
+    net: AmortizedShapley,
+    x: Tensor,
+    target: Tensor,
+    truth: Tensor,
+    budgets: list[int],
+    batch_size: int = 512,
+    seed: int = 0,
+    kernel_estimates: dict[int, Tensor] | None = None,
+) -> ExplainerComparison:
+    """Errors of the explainer and of KernelSHAP at each budget (evaluations per image) against ``truth``.
+
+    KernelSHAP's estimates come from :func:`kernel_shap_estimates` (or ``kernel_estimates``, computed earlier by
+    it); the matching budget is the smallest budget whose mean squared error is at most the explainer's.
+    """
+    start = time.perf_counter()
+    estimate = net.attribute(x, target)
+    seconds = (time.perf_counter() - start) / x.shape[0]
+    comparison = ExplainerComparison(_mean_errors(estimate, truth), explainer_seconds_per_image=seconds)
+    if kernel_estimates is None:
+        kernel_estimates = kernel_shap_estimates(net, x, target, budgets, batch_size, seed)
+    for budget in budgets:
+        if budget in kernel_estimates:
+            comparison.kernel_shap[budget] = _mean_errors(kernel_estimates[budget].to(truth.device), truth)
     for budget, errors in sorted(comparison.kernel_shap.items()):
         if errors["squared_error"] <= comparison.explainer["squared_error"]:
             comparison.matching_budget = budget
