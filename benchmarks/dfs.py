@@ -91,16 +91,19 @@ def scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]
     return out
 
 
-def run_file(name: str, seed: int) -> Path:
-    return RUNS / f"{name}_seed{seed}.json"
+def run_file(name: str, seed: int, train_per_class: int | None = None) -> Path:
+    return RUNS / f"{name}_seed{seed}{f'_train{train_per_class}' if train_per_class else ''}.json"
 
 
-def run_one(name: str, seed: int, quick: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Train and score one dataset and seed; the result is also saved to :func:`run_file` (read back on resume)."""
-    path = run_file(name, seed)
+def run_one(
+    name: str, seed: int, quick: bool = False, resume: bool = False, train_per_class: int | None = None
+) -> dict[str, Any]:
+    """Train and score one dataset and seed (on ``train_per_class`` training samples of each class, if given); the
+    result is also saved to :func:`run_file` (read back on resume)."""
+    path = run_file(name, seed, train_per_class)
     if resume and path.exists() and not quick:
         return json.loads(path.read_text())
-    result = train_and_score(name, seed, quick)
+    result = train_and_score(name, seed, quick, train_per_class)
     if not quick:
         RUNS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result))
@@ -115,14 +118,19 @@ def confidence_scores(selection, target: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def train_and_score(name: str, seed: int, quick: bool = False) -> dict[str, Any]:
-    """Train the stages for one dataset and seed, and score every method at budgets 0..K."""
+def train_and_score(
+    name: str, seed: int, quick: bool = False, train_per_class: int | None = None
+) -> dict[str, Any]:
+    """Train the stages for one dataset and seed, and score every method at budgets 0..K (on the full test split
+    also when ``train_per_class`` shrinks the training split)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     L.seed_everything(seed, verbose=False)
     pre_cfg = yaml.safe_load((CONFIGS / f"{name}_pretrain.yaml").read_text())
     joint_cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     dime_cfg = yaml.safe_load((CONFIGS / f"{name}_dime.yaml").read_text())
-    data = instantiate(pre_cfg["data"], seed=seed)
+    data = instantiate(
+        pre_cfg["data"], seed=seed, **({"train_per_class": train_per_class} if train_per_class else {})
+    )
     data.setup("fit")
     pretrain = instantiate(pre_cfg["model"])
     fit(pretrain, data, 2 if quick else pre_cfg["trainer"]["max_epochs"])
@@ -196,14 +204,14 @@ def train_and_score(name: str, seed: int, quick: bool = False) -> dict[str, Any]
     return result
 
 
-def report(job: tuple[str, int], output: dict[str, Any]) -> dict[str, Any]:
+def report(job: tuple[str, int, int | None], output: dict[str, Any]) -> dict[str, Any]:
     """Print one finished job's headline numbers (so a long run shows progress) and pass it on."""
-    name, seed = job
+    name, seed, train_per_class = job
     dynamic, static = output["dynamic"]["accuracy"], output["static"]["accuracy"]
     dime = output["dime"]["accuracy"]
     k = min(5, len(dynamic) - 1)
     print(
-        f"[dfs] {name} seed {seed}: accuracy with {k} features dynamic {dynamic[k]:.3f} dime {dime[k]:.3f} "
+        f"[dfs] {name} seed {seed}{f' ({train_per_class} per class)' if train_per_class else ''}: accuracy with {k} features dynamic {dynamic[k]:.3f} dime {dime[k]:.3f} "
         f"static {static[k]:.3f} "
         f"({output['seconds']['total']:.0f} s, {output['seconds']['cpu']:.0f} s CPU)",
         flush=True,
@@ -245,6 +253,41 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary["seconds_per_seed"] = [run["seconds"]["total"] for run in runs]
     summary["cpu_seconds_per_seed"] = [run["seconds"]["cpu"] for run in runs]
     return summary
+
+
+#: The budgets a learning curve reports (the paper's MNIST budgets).
+CURVE_BUDGETS = tuple(PAPER_MNIST)
+
+
+def learning_curve(full: dict[str, Any], curve_runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Test accuracy at the paper's budgets by number of training digits (10 classes x ``n`` per class, and
+    ``"all"``): mean and 95 % interval over seeds, per method. The epochs stay those of the configs, so a smaller
+    split also means fewer optimisation steps."""
+
+    def at_budgets(summary: dict[str, Any]) -> dict[str, Any]:
+        return {
+            method: {
+                "mean": [summary["accuracy"][method]["mean"][k] for k in CURVE_BUDGETS],
+                "ci95": [summary["accuracy"][method]["ci95"][k] for k in CURVE_BUDGETS],
+            }
+            for method in METHODS
+        } | {"seeds": summary["seeds"]}
+
+    curve = {str(10 * n): at_budgets(summarise("mnist", runs)) for n, runs in sorted(curve_runs.items())}
+    curve["all"] = at_budgets(full)  # the full training split: 3,500 digits with the configs' fractions
+    return {"budgets": list(CURVE_BUDGETS), "training_digits": curve}
+
+
+def print_learning_curve(curve: dict[str, Any]) -> None:
+    print("\nmnist learning curve: test accuracy (mean ± 95 % interval over seeds) by training digits")
+    rows = []
+    for size, by_method in curve["training_digits"].items():
+        for method in ("dynamic", "dime", "static_greedy"):
+            row = {"train digits": size, "method": method}
+            for k, mean, half in zip(curve["budgets"], by_method[method]["mean"], by_method[method]["ci95"]):
+                row[str(k)] = f"{mean:.3f}±{half:.3f}"
+            rows.append(row)
+    print_table(rows, ["train digits", "method", *map(str, curve["budgets"])])
 
 
 def check_goals(results: dict[str, Any]) -> dict[str, Any]:
@@ -396,7 +439,18 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each (one per core)")
     parser.add_argument("--quick", action="store_true", help="a few epochs only, to check the script runs")
+    parser.add_argument(
+        "--train-per-class",
+        nargs="*",
+        type=int,
+        default=[],
+        metavar="N",
+        help="mnist: also train on only N digits of each class (same epochs, same test digits), for a learning "
+        "curve under results.mnist.learning_curve",
+    )
     args = parser.parse_args()
+    if args.train_per_class and "mnist" not in args.datasets:
+        parser.error("--train-per-class needs --datasets mnist")
 
     start = time.perf_counter()
     seeds = {name: list(args.seeds) for name in args.datasets}
@@ -405,15 +459,19 @@ def main() -> None:
         first, _, last = span.partition("-")
         seeds[name] = list(range(int(first), int(last or first) + 1))
     # In the order given: put the cheap datasets first, so a run cut short has finished them (each run is saved).
-    jobs = [(name, seed) for name in args.datasets for seed in seeds[name]]
+    jobs = [(name, seed, None) for name in args.datasets for seed in seeds[name]]
+    jobs += [("mnist", seed, n) for n in args.train_per_class for seed in seeds.get("mnist", [])]
     results_in_order = run_jobs(
-        run_one, [(name, seed, args.quick, args.resume) for name, seed in jobs], args.workers
+        run_one, [(name, seed, args.quick, args.resume, n) for name, seed, n in jobs], args.workers
     )
     outputs = [report(job, output) for job, output in zip(jobs, results_in_order)]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.datasets}
-    for (name, _), output in zip(jobs, outputs):
-        runs[name].append(output)
+    curve_runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.train_per_class}
+    for (name, _, n), output in zip(jobs, outputs):
+        (curve_runs[n] if n else runs[name]).append(output)
     results = {name: summarise(name, runs[name]) for name in args.datasets}
+    if curve_runs:
+        results["mnist"]["learning_curve"] = learning_curve(results["mnist"], curve_runs)
     goals = check_goals(results)
     wall = time.perf_counter() - start
 
@@ -445,6 +503,8 @@ def main() -> None:
                 f"DIME confidence {c}: accuracy {v['accuracy']['mean']:.3f} with {v['features']['mean']:.1f} "
                 "features on average"
             )
+    if "learning_curve" in results.get("mnist", {}):
+        print_learning_curve(results["mnist"]["learning_curve"])
     print("\ngoals:", goals)
     cpu = sum(run["seconds"]["cpu"] for dataset in runs.values() for run in dataset)
     print(f"wall time {wall:.0f} s with {args.workers} worker(s); {cpu:.0f} s of CPU time in the jobs")
@@ -467,6 +527,7 @@ def main() -> None:
         "results": results,
         "goals": goals,
         "runs": runs,
+        **({"learning_curve_runs": {str(10 * n): r for n, r in curve_runs.items()}} if curve_runs else {}),
     }
     print("wrote", write_json("dfs", payload))
     plot(results, RESULTS / "dfs.png")

@@ -85,3 +85,21 @@ def test_max_shift_augments_the_training_split_only():
     assert not torch.equal(shifted, plain.train_dataset.inputs)
     # Shifted-in pixels are background: the smallest standardised value, exactly.
     assert shifted.min() == plain.train_dataset.inputs.min()
+
+
+def test_train_per_class_shrinks_the_training_split_only():
+    full = MNISTDataModule(normalize=False)
+    full.setup()
+    small = MNISTDataModule(normalize=False, train_per_class=100)
+    small.setup()
+    # A learning curve is scored on one test set: validation and test images are the full split's, exactly.
+    assert np.array_equal(small.split_indices[1], full.split_indices[1])
+    assert np.array_equal(small.split_indices[2], full.split_indices[2])
+    assert torch.bincount(small.train_dataset.targets).tolist() == [100] * 10
+    assert np.isin(small.split_indices[0], full.split_indices[0]).all()
+    # Standardised with the statistics of the digits it trains on, not of the full training split.
+    normalized = MNISTDataModule(train_per_class=100)
+    normalized.setup()
+    assert normalized.mean == pytest.approx(float(small.train_dataset.inputs.mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="train_per_class"):
+        MNISTDataModule(train_per_class=0)

@@ -101,6 +101,14 @@ def split_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def per_class_subset(labels: np.ndarray | torch.Tensor, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``per_class`` random samples of every class (all of a class that has fewer), seeded."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
+
+
 class TensorDictDataset(Dataset):
     """In-memory dataset of aligned tensors that returns ``{"input", "target"[, "annotation"]}`` dicts.
 
@@ -134,6 +142,7 @@ def split_standardized(
     test_fraction: float,
     seed: int,
     normalize: bool,
+    train_per_class: int | None = None,
 ) -> tuple[tuple[TensorDictDataset, TensorDictDataset, TensorDictDataset], tuple, float | None, float | None]:
     """Stratified train/val/test datasets of one pool of images, standardised with the training split's statistics.
 
@@ -148,11 +157,18 @@ def split_standardized(
         test_fraction: Share of each class for testing.
         seed: Seed of the split.
         normalize: Standardise as described above.
+        train_per_class: Keep only this many seeded random training samples of each class (validation and test
+            stay as they are, so runs on smaller training sets are scored on the same images: learning curves).
 
     Returns:
         ``((train, val, test), split_indices, mean, std)``; ``mean`` and ``std`` are ``None`` without ``normalize``.
     """
     splits = stratified_split(labels, val_fraction, test_fraction, seed)
+    if train_per_class is not None:
+        train = splits[0][
+            per_class_subset(np.asarray(labels)[splits[0]], train_per_class, split_seed(seed, 13))
+        ]
+        splits = (train, *splits[1:])
     mean = std = None
     if normalize:
         train = images[splits[0]]

