@@ -43,6 +43,7 @@ from lit_xai.algorithms.vit_shapley.evaluation import (
     ground_truth_shapley,
     kernel_shap_estimates,
 )
+from lit_xai.checkpoint_identity import load_stage
 from lit_xai.cli import main as cli_main
 from lit_xai.io import atomic_save, safe_torch_load
 from lit_xai.models import backbone_from_checkpoint
@@ -284,8 +285,10 @@ def run_dataset(
     ensure_trained(dataset)
     classifier, _ = backbone_from_checkpoint(checkpoint(dataset, "classifier"))
     classifier = classifier.eval().to(device)
-    explainer = ExplainerModule.load_from_checkpoint(
-        checkpoint(dataset, "explainer"), weights_only=True
+    explainer = load_stage(
+        ExplainerModule,
+        checkpoint(dataset, "explainer"),
+        hint=f"train it with configs/{dataset}/explainer.yaml",
     ).eval()
     net = explainer.net.to(device)
     x_all, y_all, x, target = explained_images(dataset, net, num_images, device)

@@ -59,6 +59,7 @@ def evaluate(root: Path, out: Path, num_images: int) -> dict:
     """Explainer vs exact Shapley values and KernelSHAP on held-out digits; returns the numbers."""
     from lit_xai.algorithms.vit_shapley import ExplainerModule
     from lit_xai.algorithms.vit_shapley.evaluation import compare_with_kernel_shap, ground_truth_shapley
+    from lit_xai.checkpoint_identity import load_stage
     from lit_xai.data import DigitsDataModule
     from lit_xai.data.base import class_names
     from lit_xai.models import backbone_from_checkpoint
@@ -69,9 +70,7 @@ def evaluate(root: Path, out: Path, num_images: int) -> dict:
     x_all = torch.stack([data.test_dataset[i]["input"] for i in range(len(data.test_dataset))])
     y_all = torch.stack([data.test_dataset[i]["target"] for i in range(len(data.test_dataset))])
     classifier, _ = backbone_from_checkpoint(checkpoint_of("classifier", root))
-    explainer = ExplainerModule.load_from_checkpoint(
-        checkpoint_of("explainer", root), weights_only=True
-    ).eval()
+    explainer = load_stage(ExplainerModule, checkpoint_of("explainer", root)).eval()
     net = explainer.net
     with torch.no_grad():
         classifier_accuracy = (classifier.eval()(x_all).argmax(-1) == y_all).float().mean().item()
