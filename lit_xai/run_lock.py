@@ -72,15 +72,18 @@ def _open_lock_file(folder: Path, stack: contextlib.ExitStack) -> tuple[Path, IO
         return path, stack.enter_context(open(path, "a+", encoding="utf-8"))  # noqa: SIM115 - closed by the stack
 
 
-def _lock(folder: Path, stack: contextlib.ExitStack) -> None:
+#: How a train.py run gets another folder; other commands name their own option.
+TRAIN_FOLDER_OPTIONS = "--trainer.default_root_dir and the checkpoint dirpath"
+
+
+def _lock(folder: Path, stack: contextlib.ExitStack, options: str) -> None:
     path, handle = _open_lock_file(folder, stack)
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise OutputFolderInUse(
             f"output folder {folder} is in use by another run: {_holder(handle)}, see {path}; wait for it to "
-            f"finish, stop it, or give this run another folder (--trainer.default_root_dir and the checkpoint "
-            f"dirpath)"
+            f"finish, stop it, or give this run another folder ({options})"
         ) from None
     except OSError as err:  # e.g. a network file system mounted without lock support
         warnings.warn(
@@ -101,11 +104,14 @@ def _lock(folder: Path, stack: contextlib.ExitStack) -> None:
 
 
 @contextlib.contextmanager
-def hold_output_folders(folders: Iterable[str | Path]) -> Iterator[list[Path]]:
+def hold_output_folders(
+    folders: Iterable[str | Path], options: str = TRAIN_FOLDER_OPTIONS
+) -> Iterator[list[Path]]:
     """Hold every folder for the duration of the block.
 
     Args:
         folders: the run's output folders (each is locked, so two runs that share any one of them collide).
+        options: the command-line options that give a run another folder, named in the error.
 
     Yields:
         the folders locked.
@@ -123,5 +129,5 @@ def hold_output_folders(folders: Iterable[str | Path]) -> Iterator[list[Path]]:
         return
     with contextlib.ExitStack() as stack:
         for folder in folders:
-            _lock(folder, stack)
+            _lock(folder, stack, options)
         yield folders

@@ -77,7 +77,17 @@ def test_train_py_refuses_a_folder_in_use_with_one_line_and_writes_nothing(holde
         main(["fit", "--config", str(ROOT / "configs/digits/classifier.yaml"), "--trainer.max_steps=1"])
     line = str(stop.value.code)
     assert line.startswith(f"error: output folder {folder} is in use by another run: pid {child.pid} "), line
+    assert "another folder (--trainer.default_root_dir and the checkpoint dirpath)" in line
     assert "\n" not in line
+
+
+def test_the_refusal_names_the_folder_option_of_the_command_that_runs(holder):
+    _, folder = holder  # e.g. the InputIBA command, whose folder is --output_dir
+    with (
+        pytest.raises(OutputFolderInUse, match=r"give this run another folder \(--output_dir\)$"),
+        hold_output_folders([folder], options="--output_dir"),
+    ):
+        pytest.fail("two runs held the same folder")
     assert not folder.exists(), sorted(p.name for p in folder.rglob("*"))  # no checkpoint, config or W&B run
 
 

@@ -144,7 +144,7 @@ def run(settings: InputIBARun, data: L.LightningDataModule) -> dict[str, torch.T
         seed=cfg.seed, progress=True, num_prefix_tokens=cfg.num_prefix_tokens,
     )  # fmt: skip
     output = Path(settings.output_dir)
-    with hold_output_folders([output]):
+    with hold_output_folders([output], options="--output_dir"):
         return _explain(settings, data, model, explainer, output, device)
 
 
