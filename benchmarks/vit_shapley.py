@@ -109,7 +109,8 @@ def converged_ground_truth(
     """KernelSHAP run until each image's std ratio is below ``threshold``, ``chunk`` images at a time, cached.
 
     The cache (outputs/<dataset>/shapley_ground_truth.pt) is keyed by the surrogate checkpoint's digest and the
-    threshold and is written after every chunk, so a stopped run keeps what it computed. Returns the values
+    threshold and is written after every chunk, so a stopped run keeps what it computed; an image is computed again
+    when an earlier run stopped it at a lower cap without converging. Returns the values
     ``(B, d)``, their estimated standard deviations, the evaluations each image used and whether it converged.
     """
     path = checkpoint(dataset, "surrogate").parents[2] / "shapley_ground_truth.pt"
@@ -118,12 +119,17 @@ def converged_ground_truth(
     if cache.get("key") != key:
         cache = {"key": key, "images": {}}
     images = cache["images"]
+
+    def reusable(entry: dict | None, i: int) -> bool:
+        # Same class explained, and finished under this run's rule: converged, or stopped at a cap at least as high.
+        return (
+            entry is not None
+            and entry["target"] == int(target[i])
+            and (entry["ratio"] < threshold or entry["evaluations"] >= max_evaluations)
+        )
+
     for start in range(0, x.shape[0], chunk):
-        rows = [
-            i
-            for i in range(start, min(start + chunk, x.shape[0]))
-            if images.get(i, {}).get("target") != int(target[i])
-        ]
+        rows = [i for i in range(start, min(start + chunk, x.shape[0])) if not reusable(images.get(i), i)]
         if not rows:
             continue
         print(f"[vit_shapley] {dataset} ground truth for images {rows[0]}..{rows[-1]}")
