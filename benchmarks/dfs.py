@@ -47,6 +47,7 @@ from torchmetrics.functional.classification import binary_auroc  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     RESULTS,
+    command_line,
     environment,
     instantiate,
     print_table,
@@ -511,16 +512,7 @@ def main() -> None:
 
     payload = {
         "benchmark": "dfs",
-        "command": "python -m benchmarks.dfs "
-        + " ".join(
-            [
-                f"--datasets {' '.join(args.datasets)}",
-                f"--seeds {' '.join(map(str, args.seeds))}",
-                f"--workers {args.workers}",
-            ]
-            + ([f"--seeds-for {' '.join(args.seeds_for)}"] if args.seeds_for else [])
-            + (["--quick"] if args.quick else [])
-        ),
+        "command": command_line(),
         "environment": environment() | {"threads_per_worker": 1, "workers": args.workers},
         "wall_seconds": wall,
         "job_cpu_seconds": cpu,
