@@ -414,6 +414,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.fill_between(budgets, mean - half, mean + half, alpha=0.2)
         full = max(summary[metric][k]["mean"] for k in ("all_features", "all_features_pretrained_predictor"))
         ax.axhline(full, color="black", linestyle="--", linewidth=1, label="all features")
+        if name == "mnist" and metric == "accuracy":
+            ax.scatter(
+                list(PAPER_MNIST),
+                [v / 100 for v in PAPER_MNIST.values()],
+                marker="x",
+                color="black",
+                zorder=3,
+                label="paper's policy (60,000 digits)",
+            )
+            ax.legend(handles=ax.get_legend_handles_labels()[0][-1:], fontsize=7, loc="lower right")
         ax.set_xlabel("features acquired")
         ax.set_ylabel(f"test {metric}")
         ax.set_title(f"{name.replace('_', ' ')} (mean, 95 % interval, {summary['seeds']} seeds)", fontsize=9)
