@@ -20,7 +20,7 @@ confidence stopping (``select(confidence=...)``, capped at K features) is scored
 features per threshold. Mean, std and a 95 % Student-t interval over seeds.
 
     python -m benchmarks.dfs [--datasets digits_pixels digits_patches breast_cancer mnist] [--seeds 0 1 2 3 4]
-        [--seeds-for breast_cancer=0-9 mnist=0-2] [--workers 2] [--resume]
+        [--seeds-for breast_cancer=0-9 mnist=0-2] [--train-per-class 100 250] [--workers 2] [--resume]
 
 Each finished (dataset, seed) is saved at once under benchmarks/results/dfs_runs/ (``--resume`` reuses them).
 
@@ -76,6 +76,13 @@ LARGE = {"mnist": {"repeats": 1, "candidates": 60, "rows": 200}}
 RUNS = RESULTS / "dfs_runs"
 #: Covert et al. (ICML 2023), MNIST accuracy % with 5 / 10 / 20 / 50 pixels (../shared/REFERENCES.md).
 PAPER_MNIST = {5: 69.0, 10: 87.1, 20: 94.4, 50: 97.4}
+#: The MNIST learning curve's cut schedule (config overrides and epochs): 2 temperatures x 1 epoch for the policy, 2
+#: epochs for DIME, so that 15 runs (3 training sizes x 5 seeds) fit in a CPU session; its full-split point is run
+#: with the same cut schedule, so the curve compares training sizes only.
+CURVE_SCHEDULE = {
+    "joint": {"overrides": {"temperatures": [1.0, 0.1], "epochs_per_temperature": 1}, "max_epochs": 2},
+    "dime": {"overrides": {"epsilon_patience": 1}, "max_epochs": 2},
+}
 
 
 def fit(module: L.LightningModule, data: L.LightningDataModule, epochs: int) -> None:
@@ -92,19 +99,26 @@ def scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]
     return out
 
 
-def run_file(name: str, seed: int, train_per_class: int | None = None) -> Path:
-    return RUNS / f"{name}_seed{seed}{f'_train{train_per_class}' if train_per_class else ''}.json"
+def run_file(name: str, seed: int, train_per_class: int | None = None, curve: bool = False) -> Path:
+    size = f"_train{train_per_class}" if train_per_class else ""
+    return RUNS / f"{name}_seed{seed}{size}{'_curve' if curve else ''}.json"
 
 
 def run_one(
-    name: str, seed: int, quick: bool = False, resume: bool = False, train_per_class: int | None = None
+    name: str,
+    seed: int,
+    quick: bool = False,
+    resume: bool = False,
+    train_per_class: int | None = None,
+    curve: bool = False,
 ) -> dict[str, Any]:
-    """Train and score one dataset and seed (on ``train_per_class`` training samples of each class, if given); the
-    result is also saved to :func:`run_file` (read back on resume)."""
-    path = run_file(name, seed, train_per_class)
+    """Train and score one dataset and seed (on ``train_per_class`` training samples of each class, if given; with
+    the learning curve's :data:`CURVE_SCHEDULE` if ``curve``); the result is also saved to :func:`run_file` (read
+    back on resume)."""
+    path = run_file(name, seed, train_per_class, curve)
     if resume and path.exists() and not quick:
         return json.loads(path.read_text())
-    result = train_and_score(name, seed, quick, train_per_class)
+    result = train_and_score(name, seed, quick, train_per_class, curve)
     if not quick:
         RUNS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result))
@@ -120,10 +134,11 @@ def confidence_scores(selection, target: torch.Tensor) -> dict[str, float]:
 
 
 def train_and_score(
-    name: str, seed: int, quick: bool = False, train_per_class: int | None = None
+    name: str, seed: int, quick: bool = False, train_per_class: int | None = None, curve: bool = False
 ) -> dict[str, Any]:
     """Train the stages for one dataset and seed, and score every method at budgets 0..K (on the full test split
-    also when ``train_per_class`` shrinks the training split)."""
+    also when ``train_per_class`` shrinks the training split; ``curve``: the stages' epochs cut to
+    :data:`CURVE_SCHEDULE`)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     L.seed_everything(seed, verbose=False)
     pre_cfg = yaml.safe_load((CONFIGS / f"{name}_pretrain.yaml").read_text())
@@ -135,16 +150,20 @@ def train_and_score(
     data.setup("fit")
     pretrain = instantiate(pre_cfg["model"])
     fit(pretrain, data, 2 if quick else pre_cfg["trainer"]["max_epochs"])
-    overrides = {"predictor_checkpoint": None}
+    joint_overrides, joint_epochs = ({}, joint_cfg["trainer"]["max_epochs"])
+    dime_overrides, dime_epochs = ({}, dime_cfg["trainer"]["max_epochs"])
+    if curve:
+        joint_overrides, joint_epochs = CURVE_SCHEDULE["joint"].values()
+        dime_overrides, dime_epochs = CURVE_SCHEDULE["dime"].values()
     if quick:
-        overrides["epochs_per_temperature"] = 1
-    joint = instantiate(joint_cfg["model"], **overrides)
+        joint_overrides, joint_epochs, dime_epochs = {"epochs_per_temperature": 1}, 5, 2
+    joint = instantiate(joint_cfg["model"], predictor_checkpoint=None, **joint_overrides)
     joint.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
-    fit(joint, data, 5 if quick else joint_cfg["trainer"]["max_epochs"])
+    fit(joint, data, joint_epochs)
     joint_seconds = time.perf_counter() - start
-    dime = instantiate(dime_cfg["model"], predictor_checkpoint=None)
+    dime = instantiate(dime_cfg["model"], predictor_checkpoint=None, **dime_overrides)
     dime.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
-    fit(dime, data, 2 if quick else dime_cfg["trainer"]["max_epochs"])
+    fit(dime, data, dime_epochs)
     train_seconds = time.perf_counter() - start
 
     budget = BUDGETS[name]
@@ -205,15 +224,16 @@ def train_and_score(
     return result
 
 
-def report(job: tuple[str, int, int | None], output: dict[str, Any]) -> dict[str, Any]:
+def report(job: tuple[str, int, int | None, bool], output: dict[str, Any]) -> dict[str, Any]:
     """Print one finished job's headline numbers (so a long run shows progress) and pass it on."""
-    name, seed, train_per_class = job
+    name, seed, train_per_class, curve = job
     dynamic, static = output["dynamic"]["accuracy"], output["static"]["accuracy"]
     dime = output["dime"]["accuracy"]
     k = min(5, len(dynamic) - 1)
     print(
-        f"[dfs] {name} seed {seed}{f' ({train_per_class} per class)' if train_per_class else ''}: accuracy with {k} features dynamic {dynamic[k]:.3f} dime {dime[k]:.3f} "
-        f"static {static[k]:.3f} "
+        f"[dfs] {name} seed {seed}{f' ({train_per_class} per class)' if train_per_class else ''}"
+        f"{' (learning curve)' if curve else ''}: accuracy with {k} features dynamic {dynamic[k]:.3f} "
+        f"dime {dime[k]:.3f} static {static[k]:.3f} "
         f"({output['seconds']['total']:.0f} s, {output['seconds']['cpu']:.0f} s CPU)",
         flush=True,
     )
@@ -260,10 +280,15 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 CURVE_BUDGETS = tuple(PAPER_MNIST)
 
 
-def learning_curve(full: dict[str, Any], curve_runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+def curve_label(train_per_class: int | None) -> str:
+    """A learning-curve point's name: its number of training digits, or ``"all"`` (the full training split)."""
+    return str(10 * train_per_class) if train_per_class else "all"
+
+
+def learning_curve(curve_runs: dict[int | None, list[dict[str, Any]]]) -> dict[str, Any]:
     """Test accuracy at the paper's budgets by number of training digits (10 classes x ``n`` per class, and
-    ``"all"``): mean and 95 % interval over seeds, per method. The epochs stay those of the configs, so a smaller
-    split also means fewer optimisation steps."""
+    ``None``: the full split), every point trained with :data:`CURVE_SCHEDULE`: mean and 95 % interval over seeds,
+    per method. The epochs are the same at every size, so a smaller split also means fewer optimisation steps."""
 
     def at_budgets(summary: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -274,9 +299,9 @@ def learning_curve(full: dict[str, Any], curve_runs: dict[int, list[dict[str, An
             for method in METHODS
         } | {"seeds": summary["seeds"]}
 
-    curve = {str(10 * n): at_budgets(summarise("mnist", runs)) for n, runs in sorted(curve_runs.items())}
-    curve["all"] = at_budgets(full)  # the full training split: 3,500 digits with the configs' fractions
-    return {"budgets": list(CURVE_BUDGETS), "training_digits": curve}
+    sizes = sorted(curve_runs, key=lambda n: n or float("inf"))
+    curve = {curve_label(n): at_budgets(summarise("mnist", curve_runs[n])) for n in sizes}
+    return {"budgets": list(CURVE_BUDGETS), "schedule": CURVE_SCHEDULE, "training_digits": curve}
 
 
 def print_learning_curve(curve: dict[str, Any]) -> None:
@@ -456,8 +481,8 @@ def main() -> None:
         type=int,
         default=[],
         metavar="N",
-        help="mnist: also train on only N digits of each class (same epochs, same test digits), for a learning "
-        "curve under results.mnist.learning_curve",
+        help="mnist: a learning curve under results.mnist.learning_curve: train on only N digits of each class "
+        "(same test digits) and on the full split, all with the cut CURVE_SCHEDULE",
     )
     args = parser.parse_args()
     if args.train_per_class and "mnist" not in args.datasets:
@@ -470,19 +495,22 @@ def main() -> None:
         first, _, last = span.partition("-")
         seeds[name] = list(range(int(first), int(last or first) + 1))
     # In the order given: put the cheap datasets first, so a run cut short has finished them (each run is saved).
-    jobs = [(name, seed, None) for name in args.datasets for seed in seeds[name]]
-    jobs += [("mnist", seed, n) for n in args.train_per_class for seed in seeds.get("mnist", [])]
+    jobs = [(name, seed, None, False) for name in args.datasets for seed in seeds[name]]
+    curve_sizes = [*args.train_per_class, None] if args.train_per_class else []
+    jobs += [("mnist", seed, n, True) for n in curve_sizes for seed in seeds.get("mnist", [])]
     results_in_order = run_jobs(
-        run_one, [(name, seed, args.quick, args.resume, n) for name, seed, n in jobs], args.workers
+        run_one,
+        [(name, seed, args.quick, args.resume, n, curve) for name, seed, n, curve in jobs],
+        args.workers,
     )
     outputs = [report(job, output) for job, output in zip(jobs, results_in_order)]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.datasets}
-    curve_runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.train_per_class}
-    for (name, _, n), output in zip(jobs, outputs):
-        (curve_runs[n] if n else runs[name]).append(output)
+    curve_runs: dict[int | None, list[dict[str, Any]]] = {n: [] for n in curve_sizes}
+    for (name, _, n, curve), output in zip(jobs, outputs):
+        (curve_runs[n] if curve else runs[name]).append(output)
     results = {name: summarise(name, runs[name]) for name in args.datasets}
     if curve_runs:
-        results["mnist"]["learning_curve"] = learning_curve(results["mnist"], curve_runs)
+        results["mnist"]["learning_curve"] = learning_curve(curve_runs)
     goals = check_goals(results)
     wall = time.perf_counter() - start
 
@@ -529,7 +557,7 @@ def main() -> None:
         "results": results,
         "goals": goals,
         "runs": runs,
-        **({"learning_curve_runs": {str(10 * n): r for n, r in curve_runs.items()}} if curve_runs else {}),
+        **({"learning_curve_runs": {curve_label(n): r for n, r in curve_runs.items()}} if curve_runs else {}),
     }
     print("wrote", write_json("dfs", payload))
     plot(results, RESULTS / "dfs.png")
