@@ -1,7 +1,7 @@
 """Removing channels of a hidden layer: the masker of channel games.
 
 :class:`ChannelMask` is a masker (``masker(model, x, keep) -> logits``, :mod:`lit_xai.masking`) whose players are
-the channels of one named layer (:class:`~lit_xai.players.ChannelGroups`): a forward hook replaces the missing
+the channels of one named layer (:class:`ChannelGroups`, a :class:`~lit_xai.players.FeatureGroups` over channels): a forward hook replaces the missing
 channels of that layer's output (or input) by a fill value for each row of the batch, and the model runs on from
 there. Because it is an ordinary masker, :class:`~lit_xai.games.ModelGame`, the Shapley engine
 (:func:`~lit_xai.shapley.exact_shapley`, :func:`~lit_xai.shapley.kernel_shap`) and every perturbation attribution
@@ -15,7 +15,7 @@ Where the channels are:
 - ViT tokens ``(B, N, D)`` (a block's output, or a norm inside it): the embedding dimension, last. Every token,
   class token included, loses the same dimensions;
 - ViT heads: the input of ``blocks.<i>.attn.proj`` (``position="input"``), where timm concatenates the heads'
-  outputs; players from :meth:`ChannelGroups.heads <lit_xai.players.ChannelGroups.heads>`.
+  outputs; players from :meth:`ChannelGroups.heads`.
 
 The layer is looked up by name with the core's :func:`~lit_xai.layers.resolve_layer` (the lookup IBA uses).
 """
@@ -29,11 +29,75 @@ from torch import Tensor, nn
 
 from lit_xai.layers import resolve_layer
 from lit_xai.masking import Masker
-from lit_xai.players import ChannelGroups
+from lit_xai.players import FeatureGroups
 
-__all__ = ["ChannelMask"]
+__all__ = ["ChannelGroups", "ChannelMask"]
 
 POSITIONS = ("output", "input")
+
+
+class ChannelGroups(FeatureGroups):
+    """Players are the channels of a hidden layer, or disjoint groups of channels.
+
+    The channels are those of the tensor :class:`~lit_xai.channel_masking.ChannelMask` hooks: the ``C`` maps of a CNN
+    feature map ``(B, C, h, w)``, the ``D`` embedding dimensions of ViT tokens ``(B, N, D)``, or the concatenated
+    heads entering a ViT attention's output projection (``D = heads x head_dim``; :meth:`heads`). Shap-CAM (Zheng
+    et al., ECCV 2022) plays the game of a layer's channels; grouping them keeps exact Shapley values affordable.
+
+    Masks and values live on the channels: :meth:`expand_mask` gives ``(B, C)``, :meth:`upsample` spreads a group's
+    value to each of its channels, :meth:`pool` adds channel values per group. The model's input is whatever the
+    model takes, so :meth:`check_input` only asks for a batch; the masker checks the layer's channels.
+
+    Args:
+        num_channels: channels ``C`` of the hooked tensor.
+        groups: ``None`` (each channel is a player), an int ``d`` (``d`` contiguous groups of ``C / d`` channels,
+            which must divide evenly), or a list of channel-index lists partitioning the channels.
+    """
+
+    def __init__(self, num_channels: int, groups: int | Sequence[Sequence[int]] | None = None) -> None:
+        if isinstance(groups, int) and not isinstance(groups, bool):
+            if groups <= 0 or num_channels <= 0 or num_channels % groups:
+                raise ValueError(
+                    f"cannot split {num_channels} channels into {groups} equal contiguous groups; choose a number "
+                    f"of groups that divides the channels, or pass the groups as lists of channel indices"
+                )
+            size = num_channels // groups
+            groups = [list(range(g * size, (g + 1) * size)) for g in range(groups)]
+        super().__init__(num_channels, groups)
+
+    @classmethod
+    def heads(cls, attention: object) -> ChannelGroups:
+        """One player per head of a timm ``Attention`` module (``num_heads`` and ``head_dim`` attributes).
+
+        Hook the input of its output projection (``ChannelMask(players, "blocks.<i>.attn.proj", position="input")``),
+        where timm concatenates the heads' outputs, head ``h`` in channels ``h * head_dim ... (h + 1) * head_dim - 1``.
+        """
+        num_heads, head_dim = getattr(attention, "num_heads", None), getattr(attention, "head_dim", None)
+        if not isinstance(num_heads, int) or not isinstance(head_dim, int):
+            raise ValueError(
+                f"ChannelGroups.heads needs a timm attention module with num_heads and head_dim, got "
+                f"{type(attention).__name__}; pass ChannelGroups(dim, groups=num_heads) instead"
+            )
+        return cls(num_heads * head_dim, groups=num_heads)
+
+    @property
+    def num_channels(self) -> int:
+        return self.num_features
+
+    def __repr__(self) -> str:
+        return f"ChannelGroups(num_channels={self.num_channels}, num_players={self.num_players})"
+
+    def check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() == 0:
+            raise ValueError(f"expected a batch of model inputs (B, ...), got {getattr(x, 'shape', type(x))}")
+
+    def pool(self, values: Tensor, reduce: str = "sum") -> Tensor:
+        """Per-channel values ``(B, C)`` -> per-player values ``(B, d)``."""
+        if values.dim() != 2 or values.shape[1] != self.num_channels:
+            raise ValueError(
+                f"channel values must have shape (B, {self.num_channels}), got {tuple(values.shape)}"
+            )
+        return super().pool(values, reduce)
 
 
 class ChannelMask(Masker):

@@ -7,11 +7,11 @@ the input and back:
 
 - :class:`PatchGrid` for images: players are the cells of a regular grid of patches.
 - :class:`FeatureGroups` for tabular data: players are columns or groups of columns.
-- :class:`ChannelGroups` inside a network: players are channels of a hidden layer (CNN feature maps, ViT
-  embedding dimensions or attention heads), or groups of them; :class:`~lit_xai.channel_masking.ChannelMask`
-  removes them.
+- :class:`~lit_xai.channel_masking.ChannelGroups` inside a network: players are channels of a hidden layer (CNN
+  feature maps, ViT embedding dimensions or attention heads), or groups of them, which
+  :class:`~lit_xai.channel_masking.ChannelMask` removes; they live with that masker.
 
-Both expose the same small protocol (:class:`Players`), so maskers, metrics and explainers never need to know
+All expose the same small protocol (:class:`Players`), so maskers, metrics and explainers never need to know
 which kind of data they are looking at.
 """
 
@@ -28,7 +28,6 @@ __all__ = [
     "Players",
     "PatchGrid",
     "FeatureGroups",
-    "ChannelGroups",
     "check_keep",
     "as_player_values",
     "is_vit",
@@ -271,70 +270,6 @@ class FeatureGroups:
         elif reduce != "sum":
             raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
         return pooled
-
-
-class ChannelGroups(FeatureGroups):
-    """Players are the channels of a hidden layer, or disjoint groups of channels.
-
-    The channels are those of the tensor :class:`~lit_xai.channel_masking.ChannelMask` hooks: the ``C`` maps of a CNN
-    feature map ``(B, C, h, w)``, the ``D`` embedding dimensions of ViT tokens ``(B, N, D)``, or the concatenated
-    heads entering a ViT attention's output projection (``D = heads x head_dim``; :meth:`heads`). Shap-CAM (Zheng
-    et al., ECCV 2022) plays the game of a layer's channels; grouping them keeps exact Shapley values affordable.
-
-    Masks and values live on the channels: :meth:`expand_mask` gives ``(B, C)``, :meth:`upsample` spreads a group's
-    value to each of its channels, :meth:`pool` adds channel values per group. The model's input is whatever the
-    model takes, so :meth:`check_input` only asks for a batch; the masker checks the layer's channels.
-
-    Args:
-        num_channels: channels ``C`` of the hooked tensor.
-        groups: ``None`` (each channel is a player), an int ``d`` (``d`` contiguous groups of ``C / d`` channels,
-            which must divide evenly), or a list of channel-index lists partitioning the channels.
-    """
-
-    def __init__(self, num_channels: int, groups: int | Sequence[Sequence[int]] | None = None) -> None:
-        if isinstance(groups, int) and not isinstance(groups, bool):
-            if groups <= 0 or num_channels <= 0 or num_channels % groups:
-                raise ValueError(
-                    f"cannot split {num_channels} channels into {groups} equal contiguous groups; choose a number "
-                    f"of groups that divides the channels, or pass the groups as lists of channel indices"
-                )
-            size = num_channels // groups
-            groups = [list(range(g * size, (g + 1) * size)) for g in range(groups)]
-        super().__init__(num_channels, groups)
-
-    @classmethod
-    def heads(cls, attention: object) -> ChannelGroups:
-        """One player per head of a timm ``Attention`` module (``num_heads`` and ``head_dim`` attributes).
-
-        Hook the input of its output projection (``ChannelMask(players, "blocks.<i>.attn.proj", position="input")``),
-        where timm concatenates the heads' outputs, head ``h`` in channels ``h * head_dim ... (h + 1) * head_dim - 1``.
-        """
-        num_heads, head_dim = getattr(attention, "num_heads", None), getattr(attention, "head_dim", None)
-        if not isinstance(num_heads, int) or not isinstance(head_dim, int):
-            raise ValueError(
-                f"ChannelGroups.heads needs a timm attention module with num_heads and head_dim, got "
-                f"{type(attention).__name__}; pass ChannelGroups(dim, groups=num_heads) instead"
-            )
-        return cls(num_heads * head_dim, groups=num_heads)
-
-    @property
-    def num_channels(self) -> int:
-        return self.num_features
-
-    def __repr__(self) -> str:
-        return f"ChannelGroups(num_channels={self.num_channels}, num_players={self.num_players})"
-
-    def check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor) or x.dim() == 0:
-            raise ValueError(f"expected a batch of model inputs (B, ...), got {getattr(x, 'shape', type(x))}")
-
-    def pool(self, values: Tensor, reduce: str = "sum") -> Tensor:
-        """Per-channel values ``(B, C)`` -> per-player values ``(B, d)``."""
-        if values.dim() != 2 or values.shape[1] != self.num_channels:
-            raise ValueError(
-                f"channel values must have shape (B, {self.num_channels}), got {tuple(values.shape)}"
-            )
-        return super().pool(values, reduce)
 
 
 def as_player_values(values: Tensor, x: Tensor, players: Players, who: str = "the method") -> Tensor:

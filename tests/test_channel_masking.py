@@ -6,10 +6,9 @@ import torch
 from torch import nn
 
 from lit_xai.attribution import build_attribution
-from lit_xai.channel_masking import ChannelMask
+from lit_xai.channel_masking import ChannelGroups, ChannelMask
 from lit_xai.games import ModelGame
 from lit_xai.models import SmallCNN
-from lit_xai.players import ChannelGroups
 from lit_xai.shapley import exact_shapley, kernel_shap, shapley_values
 
 

@@ -37,11 +37,11 @@ from lit_xai.attribution._spatial import (
 )
 from lit_xai.attribution.base import Attribution, preserved_model_state, resolve_target
 from lit_xai.attribution.gradcam import _default_layer
-from lit_xai.channel_masking import ChannelMask
+from lit_xai.channel_masking import ChannelGroups, ChannelMask
 from lit_xai.games import ModelGame
 from lit_xai.layers import layer_output, resolve_layer
 from lit_xai.links import get_link
-from lit_xai.players import ChannelGroups, Players, is_vit
+from lit_xai.players import Players, is_vit
 from lit_xai.shapley import KernelShapResult, exact_shapley, kernel_shap
 
 __all__ = ["ShapCAM"]

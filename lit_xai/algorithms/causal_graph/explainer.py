@@ -20,11 +20,11 @@ from torch import Tensor, nn
 from lit_xai.algorithms.causal_graph.graph import CausalGraph, intervened_scores
 from lit_xai.attribution._spatial import feature_grid, grid_to_pixels, grid_to_players, require_patch_grid
 from lit_xai.attribution.base import Attribution, preserved_model_state, resolve_target
-from lit_xai.channel_masking import ChannelMask
+from lit_xai.channel_masking import ChannelGroups, ChannelMask
 from lit_xai.io import atomic_open
 from lit_xai.layers import forward_to_layer, resolve_layer
 from lit_xai.links import get_link
-from lit_xai.players import ChannelGroups, Players
+from lit_xai.players import Players
 
 __all__ = ["CausalFilterExplainer", "plot_causal_graph"]
 

@@ -27,10 +27,9 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from lit_xai.channel_masking import ChannelMask
+from lit_xai.channel_masking import ChannelGroups, ChannelMask
 from lit_xai.layers import forward_to_layer, resolve_layer
 from lit_xai.links import get_link
-from lit_xai.players import ChannelGroups
 
 __all__ = ["CausalGraph", "benjamini_hochberg", "build_causal_graph", "intervened_scores", "one_sided_t_test"]
 
