@@ -20,7 +20,8 @@ confidence stopping (``select(confidence=...)``, capped at K features) is scored
 features per threshold. Mean, std and a 95 % Student-t interval over seeds.
 
     python -m benchmarks.dfs [--datasets digits_pixels digits_patches breast_cancer mnist] [--seeds 0 1 2 3 4]
-        [--seeds-for breast_cancer=0-9 mnist=0-2] [--train-per-class 100 250] [--workers 2] [--resume]
+        [--seeds-for breast_cancer=0-9 mnist=0,1,4] [--train-per-class 100 250] [--curve-seeds 0-4]
+        [--workers 2] [--resume]
 
 Each finished (dataset, seed) is saved at once under benchmarks/results/dfs_runs/ (``--resume`` reuses them).
 
@@ -459,6 +460,17 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """Seeds from ranges and lists: ``"0-9"``, ``"3"``, ``"0,1,4"``, ``"0-2,4"``."""
+    seeds = []
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or not (last or first).isdigit() or int(last or first) < int(first):
+            raise ValueError(f"expected seeds like 0-9, 3 or 0,1,4; got {spec!r}")
+        seeds += range(int(first), int(last or first) + 1)
+    return seeds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
@@ -467,8 +479,8 @@ def main() -> None:
         "--seeds-for",
         nargs="*",
         default=[],
-        metavar="DATASET=FIRST-LAST",
-        help="other seeds for some datasets, e.g. breast_cancer=0-9 mnist=0-2",
+        metavar="DATASET=SEEDS",
+        help="other seeds for some datasets, as ranges and lists, e.g. breast_cancer=0-9 mnist=0,1,4",
     )
     parser.add_argument(
         "--resume", action="store_true", help="reuse the runs saved in benchmarks/results/dfs_runs"
@@ -484,6 +496,12 @@ def main() -> None:
         help="mnist: a learning curve under results.mnist.learning_curve: train on only N digits of each class "
         "(same test digits) and on the full split, all with the cut CURVE_SCHEDULE",
     )
+    parser.add_argument(
+        "--curve-seeds",
+        type=parse_seeds,
+        metavar="SEEDS",
+        help="the learning curve's seeds (default: mnist's)",
+    )
     args = parser.parse_args()
     if args.train_per_class and "mnist" not in args.datasets:
         parser.error("--train-per-class needs --datasets mnist")
@@ -491,13 +509,18 @@ def main() -> None:
     start = time.perf_counter()
     seeds = {name: list(args.seeds) for name in args.datasets}
     for item in args.seeds_for:
-        name, _, span = item.partition("=")
-        first, _, last = span.partition("-")
-        seeds[name] = list(range(int(first), int(last or first) + 1))
+        name, _, spec = item.partition("=")
+        if name not in seeds:
+            parser.error(f"--seeds-for {item}: {name} is not among --datasets {' '.join(args.datasets)}")
+        try:
+            seeds[name] = parse_seeds(spec)
+        except ValueError as error:
+            parser.error(f"--seeds-for {item}: {error}")
     # In the order given: put the cheap datasets first, so a run cut short has finished them (each run is saved).
     jobs = [(name, seed, None, False) for name in args.datasets for seed in seeds[name]]
     curve_sizes = [*args.train_per_class, None] if args.train_per_class else []
-    jobs += [("mnist", seed, n, True) for n in curve_sizes for seed in seeds.get("mnist", [])]
+    curve_seeds = args.curve_seeds or seeds.get("mnist", [])
+    jobs += [("mnist", seed, n, True) for n in curve_sizes for seed in curve_seeds]
     results_in_order = run_jobs(
         run_one,
         [(name, seed, args.quick, args.resume, n, curve) for name, seed, n, curve in jobs],
@@ -508,9 +531,9 @@ def main() -> None:
     curve_runs: dict[int | None, list[dict[str, Any]]] = {n: [] for n in curve_sizes}
     for (name, _, n, curve), output in zip(jobs, outputs):
         (curve_runs[n] if curve else runs[name]).append(output)
-    results = {name: summarise(name, runs[name]) for name in args.datasets}
+    results = {name: summarise(name, runs[name]) | {"seed_list": seeds[name]} for name in args.datasets}
     if curve_runs:
-        results["mnist"]["learning_curve"] = learning_curve(curve_runs)
+        results["mnist"]["learning_curve"] = learning_curve(curve_runs) | {"seed_list": curve_seeds}
     goals = check_goals(results)
     wall = time.perf_counter() - start
 
