@@ -151,11 +151,12 @@ def train_and_score(
     data.setup("fit")
     pretrain = instantiate(pre_cfg["model"])
     fit(pretrain, data, 2 if quick else pre_cfg["trainer"]["max_epochs"])
-    joint_overrides, joint_epochs = ({}, joint_cfg["trainer"]["max_epochs"])
-    dime_overrides, dime_epochs = ({}, dime_cfg["trainer"]["max_epochs"])
+    joint_overrides, joint_epochs = {}, joint_cfg["trainer"]["max_epochs"]
+    dime_overrides, dime_epochs = {}, dime_cfg["trainer"]["max_epochs"]
     if curve:
-        joint_overrides, joint_epochs = CURVE_SCHEDULE["joint"].values()
-        dime_overrides, dime_epochs = CURVE_SCHEDULE["dime"].values()
+        cut_joint, cut_dime = CURVE_SCHEDULE["joint"], CURVE_SCHEDULE["dime"]
+        joint_overrides, joint_epochs = cut_joint["overrides"], cut_joint["max_epochs"]
+        dime_overrides, dime_epochs = cut_dime["overrides"], cut_dime["max_epochs"]
     if quick:
         joint_overrides, joint_epochs, dime_epochs = {"epochs_per_temperature": 1}, 5, 2
     joint = instantiate(joint_cfg["model"], predictor_checkpoint=None, **joint_overrides)
