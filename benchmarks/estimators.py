@@ -32,12 +32,13 @@ import torch.nn.functional as F
 
 from benchmarks.common import RESULTS, environment, print_table, write_json
 from lit_xai.data import DigitsDataModule
+from lit_xai.games import enumerate_coalitions
 from lit_xai.masking import BaselineFill
 from lit_xai.models import SmallCNN
 from lit_xai.players import PatchGrid
 from lit_xai.sampling import UniformSizeSampler
 from lit_xai.semivalues import banzhaf_msr, banzhaf_size_weights, exact_semivalue, permutation_sampling
-from lit_xai.shapley import _enumerate, exact_shapley, kernel_shap
+from lit_xai.shapley import exact_shapley, kernel_shap
 from lit_xai.viz import curves, save_figure
 
 BUDGETS = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
@@ -93,7 +94,7 @@ def tabulate(
     with torch.no_grad():
         for b in range(x.shape[0]):
             for start in range(0, 2**d, 8192):
-                keep = _enumerate(start, min(start + 8192, 2**d), d, None)
+                keep = enumerate_coalitions(start, min(start + 8192, 2**d), d, None)
                 probs = masker(model, x[b : b + 1].expand(keep.shape[0], -1, -1, -1), keep).softmax(-1)
                 table[b, start : start + keep.shape[0], 0] = probs[:, target[b]].double()
     return table

@@ -5,6 +5,11 @@ for one input, or ``(B, N, C)`` for ``B`` inputs evaluated on the same ``N`` coa
 the game of a model explained by removing players (Covert, Lundberg & Lee, "Explaining by Removing", JMLR 2021):
 a masker removes the players outside the coalition and a link turns the logits into the values that are shared
 out.
+
+The helpers below are what every estimator (:mod:`lit_xai.shapley`, :mod:`lit_xai.kernel_shap`,
+:mod:`lit_xai.semivalues`, :mod:`lit_xai.weighted_shap`, h-Shap) needs to call a game safely: check the number of
+players, call the game and check its answer's shape, enumerate coalitions in binary, restrict a plain callable to
+some of its inputs.
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ from lit_xai.links import get_link
 from lit_xai.masking import Masker
 from lit_xai.players import check_keep
 
-__all__ = ["Game", "ModelGame"]
+__all__ = [
+    "Game",
+    "ModelGame",
+    "check_num_players",
+    "enumerate_coalitions",
+    "evaluate_game",
+    "restrict_inputs",
+    "result_dtype",
+]
 
 Game = Callable[[Tensor], Tensor]
 
@@ -110,3 +123,60 @@ class ModelGame:
     def grand(self) -> Tensor:
         """``v(all players)`` per input, ``(B, C)``."""
         return self(torch.ones(1, self.num_players, dtype=torch.bool))[:, 0]
+
+
+def check_num_players(num_players: int) -> int:
+    """``num_players`` as an int; a clear error unless it is a positive integer."""
+    if int(num_players) != num_players or num_players < 1:
+        raise ValueError(f"num_players must be a positive integer, got {num_players!r}")
+    return int(num_players)
+
+
+def evaluate_game(game: Game, keep: Tensor, first: Tensor | None = None) -> tuple[Tensor, bool]:
+    """Call ``game`` and return its values as ``(B, N, C)`` plus whether it returned ``(N, C)``.
+
+    ``first`` is the (B, N, C) result of an earlier call: later calls must agree with it on ``B`` and ``C``.
+    """
+    values = game(keep)
+    if not isinstance(values, Tensor):
+        raise ValueError(f"the game must return a torch.Tensor, got {type(values).__name__}")
+    single = values.dim() == 2
+    if single:
+        values = values.unsqueeze(0)
+    if values.dim() != 3 or values.shape[1] != keep.shape[0]:
+        raise ValueError(
+            f"the game must return values of shape (N, C) or (B, N, C) for a keep-mask of N={keep.shape[0]} rows, "
+            f"got {tuple(values.shape)}; a game with one output per coalition should return values.unsqueeze(-1)"
+        )
+    if first is not None and (values.shape[0], values.shape[2]) != (first.shape[0], first.shape[2]):
+        raise ValueError(
+            f"the game returned (B, C) = {(values.shape[0], values.shape[2])} after returning "
+            f"{(first.shape[0], first.shape[2])} on an earlier call; a game must keep its inputs and outputs fixed"
+        )
+    if not torch.isfinite(values).all():
+        raise ValueError(
+            "the game returned NaN or infinite values; check the model (e.g. half precision overflow) and the link"
+        )
+    return values, single
+
+
+def result_dtype(values: Tensor) -> torch.dtype:
+    """The dtype results are returned in: the game's own floating dtype, else torch's default."""
+    return values.dtype if values.is_floating_point() else torch.get_default_dtype()
+
+
+def enumerate_coalitions(start: int, stop: int, num_players: int, device: torch.device | None) -> Tensor:
+    """Coalitions ``start .. stop-1`` in binary: bit ``i`` of the code says whether player ``i`` is kept."""
+    codes = torch.arange(start, stop, device=device)
+    bits = torch.arange(num_players, device=device)
+    return ((codes.unsqueeze(1) >> bits) & 1).bool()
+
+
+def restrict_inputs(game: Game, rows: Tensor) -> Game:
+    """The game restricted to some of its inputs, for games that cannot be restricted themselves."""
+
+    def restricted(keep: Tensor) -> Tensor:
+        values = game(keep)
+        return values[rows.to(values.device)] if values.dim() == 3 else values
+
+    return restricted

@@ -1,4 +1,4 @@
-"""KernelSHAP's regression and its standard errors: what :func:`lit_xai.shapley.kernel_shap` needs to know when to stop.
+"""KernelSHAP's regression and its standard errors: what :func:`lit_xai.kernel_shap.kernel_shap` needs to know when to stop.
 
 KernelSHAP (Lundberg & Lee, NeurIPS 2017) solves a kernel-weighted least-squares problem with the efficiency
 constraint ``Σ_i φ_i = v(all) - v(∅)``; Covert & Lee ("Improving KernelSHAP", AISTATS 2021) solve it in closed form

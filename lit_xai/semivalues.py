@@ -29,14 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lit_xai.games import Game
-from lit_xai.shapley import (
-    MAX_EXACT_PLAYERS,
-    _check_num_players,
-    _evaluate,
-    _result_dtype,
-    enumerate_weighted,
-)
+from lit_xai.games import Game, check_num_players, evaluate_game, result_dtype
+from lit_xai.shapley import MAX_EXACT_PLAYERS, enumerate_weighted
 
 __all__ = [
     "PermutationResult",
@@ -51,13 +45,13 @@ __all__ = [
 
 def shapley_size_weights(num_players: int) -> Tensor:
     """``q_s = 1/d`` for ``s = 0..d-1`` (float64): the Shapley value's mass per coalition size."""
-    d = _check_num_players(num_players)
+    d = check_num_players(num_players)
     return torch.full((d,), 1.0 / d, dtype=torch.float64)
 
 
 def banzhaf_size_weights(num_players: int) -> Tensor:
     """``q_s = C(d-1, s) / 2^(d-1)`` (float64): the Banzhaf value's mass per coalition size."""
-    d = _check_num_players(num_players)
+    d = check_num_players(num_players)
     # Python's int / int is correctly rounded, even where C(d-1, s) and 2^(d-1) overflow a float
     return torch.tensor([math.comb(d - 1, s) / 2 ** (d - 1) for s in range(d)], dtype=torch.float64)
 
@@ -67,7 +61,7 @@ def beta_size_weights(num_players: int, alpha: float, beta: float) -> Tensor:
 
     ``(1, 1)`` is the Shapley value; ``α > β`` puts more weight on small coalitions (Kwon & Zou, AISTATS 2022).
     """
-    d = _check_num_players(num_players)
+    d = check_num_players(num_players)
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"Beta Shapley needs alpha > 0 and beta > 0, got ({alpha}, {beta})")
     s = torch.arange(d, dtype=torch.float64)
@@ -108,7 +102,7 @@ def exact_semivalue(game: Game, num_players: int, size_weights: Tensor, batch_si
     Returns:
         ``(d, C)`` or ``(B, d, C)``, in the game's floating dtype.
     """
-    d = _check_num_players(num_players)
+    d = check_num_players(num_players)
     if d > MAX_EXACT_PLAYERS:
         raise ValueError(
             f"exact semivalues need all 2^d coalitions: {2**d:,} for d={d}; use permutation_sampling or banzhaf_msr"
@@ -226,7 +220,7 @@ def permutation_sampling(
         >>> result.sums.shape, result.num_evaluations  # (B, players, coalition sizes, C); 2 + 2 permutations x 2
         (torch.Size([1, 3, 3, 1]), 6)
     """
-    d = _check_num_players(num_players)
+    d = check_num_players(num_players)
     if permutations is None:
         if (num_permutations is None) == (max_evaluations is None):
             raise ValueError("give either num_permutations or max_evaluations")
@@ -251,8 +245,8 @@ def permutation_sampling(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = getattr(game, "device", None)
     ends = torch.stack([torch.zeros(d, dtype=torch.bool), torch.ones(d, dtype=torch.bool)])
-    v_ends, single = _evaluate(game, ends.to(device) if device is not None else ends)
-    dtype = _result_dtype(v_ends)
+    v_ends, single = evaluate_game(game, ends.to(device) if device is not None else ends)
+    dtype = result_dtype(v_ends)
     v_ends = v_ends.double()
     bsz, _, c = v_ends.shape
     out_device = v_ends.device
@@ -268,7 +262,7 @@ def permutation_sampling(
         chain = v_ends[:, :1].unsqueeze(1).expand(bsz, t, 1, c)
         if d > 1:
             flat = keep.reshape(t * (d - 1), d)
-            values, _ = _evaluate(game, flat.to(device) if device is not None else flat, v_ends)
+            values, _ = evaluate_game(game, flat.to(device) if device is not None else flat, v_ends)
             middle = values.double().reshape(bsz, t, d - 1, c)
             chain = torch.cat([chain, middle], dim=2)
         chain = torch.cat([chain, v_ends[:, 1:].unsqueeze(1).expand(bsz, t, 1, c)], dim=2)  # (B, t, d + 1, C)
@@ -306,7 +300,7 @@ def banzhaf_msr(
     Returns:
         ``(d, C)`` or ``(B, d, C)``.
     """
-    d = _check_num_players(num_players)
+    d = check_num_players(num_players)
     if masks is None:
         if num_samples < 2:
             raise ValueError(f"num_samples must be at least 2, got {num_samples}")
@@ -316,7 +310,7 @@ def banzhaf_msr(
     inside = total = first = single = None
     for start in range(0, masks.shape[0], batch_size):
         keep = masks[start : start + batch_size]
-        values, single = _evaluate(game, keep.to(device) if device is not None else keep, first)
+        values, single = evaluate_game(game, keep.to(device) if device is not None else keep, first)
         values = values.double()
         first = values if first is None else first
         part = torch.einsum("nd,bnc->bdc", keep.to(values), values)
@@ -327,5 +321,5 @@ def banzhaf_msr(
         raise ValueError("some player was kept in every sampled coalition or in none; draw more samples")
     outside = total.unsqueeze(1) - inside
     phi = inside / count.view(1, d, 1) - outside / (masks.shape[0] - count).view(1, d, 1)
-    phi = phi.to(_result_dtype(first))
+    phi = phi.to(result_dtype(first))
     return phi[0] if single else phi

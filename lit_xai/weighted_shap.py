@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lit_xai.games import Game
+from lit_xai.games import Game, evaluate_game
 from lit_xai.semivalues import PermutationResult, beta_size_weights
-from lit_xai.shapley import _evaluate
 
 __all__ = ["SHAPLEY", "WeightedShapResult", "default_candidates", "recovery_error", "weighted_shap"]
 
@@ -117,7 +116,9 @@ def recovery_error(game: Game, values: Tensor) -> tuple[Tensor, Tensor]:
         masks = _insertion_masks(values[b].permute(0, 2, 1).cpu())  # (K, C, d + 1, d)
         unique, inverse = torch.unique(masks.reshape(-1, d), dim=0, return_inverse=True)
         device = getattr(game, "device", None)
-        outputs, _ = _evaluate(_input_game(game, b, bsz), unique.to(device) if device is not None else unique)
+        outputs, _ = evaluate_game(
+            _input_game(game, b, bsz), unique.to(device) if device is not None else unique
+        )
         outputs = outputs[0].double().cpu()  # (N_unique, C)
         curve = outputs[inverse].reshape(k, c, d + 1, c)  # value of every class on each candidate's masks
         own = curve.diagonal(dim1=1, dim2=3)  # (K, d + 1, C): class c on the masks ordered for class c

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from lit_xai.attribution.base import resolve_target
 from lit_xai.attribution.perturbation import PerturbationAttribution
+from lit_xai.games import enumerate_coalitions
 from lit_xai.players import PatchGrid, Players
-from lit_xai.shapley import _enumerate, exact_shapley
+from lit_xai.shapley import exact_shapley
 
 __all__ = ["HShap"]
 
@@ -103,7 +104,7 @@ class HShap(PerturbationAttribution):
             masks, spans = [], []
             for node, _ in level:
                 children = _children(node)
-                coalitions = _enumerate(0, 2 ** len(children), len(children), None)  # (2^k, k)
+                coalitions = enumerate_coalitions(0, 2 ** len(children), len(children), None)  # (2^k, k)
                 keep = torch.zeros(len(coalitions), d, dtype=torch.bool)
                 for j, child in enumerate(children):
                     keep[:, self._cells(child)] = coalitions[:, j : j + 1]
