@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -18,6 +19,7 @@ from lit_xai.algorithms.dynamic_selection import (
     MaskedPredictorModule,
     build_network,
     entropy,
+    shared_trunk,
     tie_hidden_layers,
 )
 from lit_xai.data.base import TensorDictDataset
@@ -116,6 +118,53 @@ def test_tied_hidden_layers_are_shared_and_mismatches_raise():
             build_network("mlp", players, 3, kwargs={"hidden": [16]}),
             build_network("mlp", players, 6, kwargs={"hidden": [8]}),
         )
+
+
+def test_tied_networks_share_one_hidden_pass_with_the_same_losses_gradients_and_choices():
+    """With tied hidden layers the selector runs them once per subset for both heads; without dropout that is the
+    same computation as two separate passes (here: untied copies of the same weights)."""
+    tied = random_cmi_selector(d=6, tie=True).train()  # dropout 0: train mode is deterministic
+    # Separate deep copies break the tie and keep the values.
+    untied = CMISelector(
+        copy.deepcopy(tied.predictor), copy.deepcopy(tied.value_network), tied.players
+    ).train()
+    assert shared_trunk(tied.predictor, tied.value_network) is not None
+    assert shared_trunk(untied.predictor, untied.value_network) is None
+    x, y = torch.randn(12, 6), torch.randint(0, 3, (12,))
+    calls = []
+    tied.predictor.net[1].register_forward_hook(lambda *_: calls.append(1))
+    tied_losses = tied.training_losses(x, y, num_steps=3, epsilon=0.0)
+    assert len(calls) == 4  # one hidden pass per visited subset (empty + 3 acquisitions), not two
+    untied_losses = untied.training_losses(x, y, num_steps=3, epsilon=0.0)
+    for a, b in zip(tied_losses, untied_losses):
+        assert torch.allclose(a, b, atol=1e-6)
+    sum(tied_losses).backward()
+    sum(untied_losses).backward()
+    # A tied weight receives what the predictor's and the value network's copies receive, summed.
+    for i, layer in enumerate(tied.predictor.net):
+        if isinstance(layer, nn.Linear) and i < len(tied.predictor.net) - 1:
+            both = untied.predictor.net[i].weight.grad + untied.value_network.net[i].weight.grad
+            assert torch.allclose(layer.weight.grad, both, atol=1e-6)
+    assert torch.allclose(tied.predictor.net[-1].weight.grad, untied.predictor.net[-1].weight.grad, atol=1e-6)
+    assert torch.allclose(
+        tied.value_network.net[-1].weight.grad, untied.value_network.net[-1].weight.grad, atol=1e-6
+    )
+    tied_out, untied_out = tied.select(x, budget=4), untied.select(x, budget=4)
+    assert torch.equal(tied_out.order, untied_out.order)
+    assert torch.allclose(tied_out.logits, untied_out.logits, atol=1e-6)
+
+
+def test_shared_trunk_needs_the_same_hidden_modules():
+    players = FeatureGroups(6)
+    a = build_network("mlp", players, 3, kwargs={"hidden": [16], "dropout": 0.1})
+    b = build_network("mlp", players, 6, kwargs={"hidden": [16], "dropout": 0.2})
+    tie_hidden_layers(a, b)
+    assert (
+        shared_trunk(a, b) is None
+    )  # different dropout: the value network's hidden pass is not the predictor's
+    b.net[3].p = 0.1
+    assert list(shared_trunk(a, b)) == list(a.net[:-1])  # the same module objects
+    assert shared_trunk(a, build_network("mlp", players, 6, kwargs={"hidden": [16], "dropout": 0.1})) is None
 
 
 @pytest.mark.parametrize("seed", [0, 1])

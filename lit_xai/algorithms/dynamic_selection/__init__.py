@@ -11,7 +11,12 @@ conditional mutual information with the label: :mod:`~lit_xai.algorithms.dynamic
 """
 
 from lit_xai.algorithms.dynamic_selection.cmi_lightning import CMISelectionModule
-from lit_xai.algorithms.dynamic_selection.cmi_model import CMISelector, entropy, tie_hidden_layers
+from lit_xai.algorithms.dynamic_selection.cmi_model import (
+    CMISelector,
+    entropy,
+    shared_trunk,
+    tie_hidden_layers,
+)
 from lit_xai.algorithms.dynamic_selection.lightning_model import (
     DynamicSelectionModule,
     MaskedPredictorModule,
@@ -37,5 +42,6 @@ __all__ = [
     "concrete_sample",
     "entropy",
     "load_predictor_state",
+    "shared_trunk",
     "tie_hidden_layers",
 ]

@@ -32,7 +32,7 @@ from lit_xai.algorithms.dynamic_selection.torch_model import Selection, check_co
 from lit_xai.masking import AppendMask
 from lit_xai.players import Players, check_keep
 
-__all__ = ["CMISelector", "entropy", "tie_hidden_layers"]
+__all__ = ["CMISelector", "entropy", "shared_trunk", "tie_hidden_layers"]
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -45,7 +45,8 @@ def tie_hidden_layers(predictor: nn.Module, value_network: nn.Module) -> int:
     """Share every linear layer but the last between two MLPs of the same shape (as the authors do on MNIST).
 
     The value network then reads the predictor's hidden representation and only its output layer is its own, so
-    the two tasks regularise each other and there are half as many weights. Returns how many layers were tied.
+    the two tasks regularise each other and there are half as many weights; :class:`CMISelector` then also runs
+    the hidden layers once per subset for both heads (:func:`shared_trunk`). Returns how many layers were tied.
     """
     mine = [i for i, m in enumerate(predictor.net) if isinstance(m, nn.Linear)]
     theirs = [i for i, m in enumerate(value_network.net) if isinstance(m, nn.Linear)]
@@ -56,6 +57,30 @@ def tie_hidden_layers(predictor: nn.Module, value_network: nn.Module) -> int:
     for i in mine[:-1]:
         value_network.net[i] = predictor.net[i]
     return len(mine) - 1
+
+
+def shared_trunk(predictor: nn.Module, value_network: nn.Module) -> nn.Sequential | None:
+    """The hidden layers two MLPs share after :func:`tie_hidden_layers`, or ``None`` if they share none.
+
+    Shared means: both are ``net`` sequences of the same length whose modules before the output layer are the same
+    objects, or parameter-free ones of the same kind and settings (activation, dropout, flatten). Then one pass through the
+    predictor's hidden layers serves both output layers: on the same masked input the value network would compute
+    the same hidden representation again (up to its own dropout draw, in training).
+    """
+    mine, theirs = getattr(predictor, "net", None), getattr(value_network, "net", None)
+    if not (isinstance(mine, nn.Sequential) and isinstance(theirs, nn.Sequential)) or len(mine) != len(
+        theirs
+    ):
+        return None
+    tied = False
+    for a, b in zip(mine[:-1], theirs[:-1]):
+        has_weights = next(a.parameters(), None) is not None
+        if (
+            (a is not b) if has_weights else repr(a) != repr(b)
+        ):  # repr: the same kind and settings (dropout p)
+            return None
+        tied |= has_weights
+    return mine[:-1] if tied else None
 
 
 class CMISelector(nn.Module):
@@ -98,13 +123,28 @@ class CMISelector(nn.Module):
         keep = check_keep(keep, self.num_players, batch_size=x.shape[0]).to(x.device)
         return self.predictor(self.masker.mask_input(x, keep))
 
-    def estimate_cmi(self, x: Tensor, keep: Tensor, logits: Tensor) -> Tensor:
+    def _forward(self, x: Tensor, keep: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Class logits for ``keep``, and the hidden representation the value network shares (``None`` if it
+        shares none): with tied hidden layers one pass serves both networks (``benchmarks/dime_shared_pass.py``
+        times it at MNIST's size)."""
+        masked = self.masker.mask_input(x, keep)
+        trunk = shared_trunk(self.predictor, self.value_network)
+        if trunk is None:
+            return self.predictor(masked), None
+        hidden = trunk(masked)
+        return self.predictor.net[-1](hidden), hidden
+
+    def estimate_cmi(self, x: Tensor, keep: Tensor, logits: Tensor, hidden: Tensor | None = None) -> Tensor:
         """Estimated ``I(y; x_i | x_keep)`` for every player ``(B, d)``, in ``[0, H(prediction)]``.
 
         ``logits`` is the predictor's output for the same ``keep`` (its entropy bounds the estimate; it is not
-        differentiated through, so the value loss trains the value network only).
+        differentiated through, so the value loss trains the value network only). ``hidden``: the shared hidden
+        representation of the same masked input, if the predictor's pass already computed it.
         """
-        scores = self.value_network(self.masker.mask_input(x, keep)).flatten(1)
+        if hidden is not None:
+            scores = self.value_network.net[-1](hidden).flatten(1)
+        else:
+            scores = self.value_network(self.masker.mask_input(x, keep)).flatten(1)
         if scores.shape[1] != self.num_players:
             raise ValueError(
                 f"the value network returned {scores.shape[1]} scores but there are {self.num_players} features; "
@@ -142,13 +182,13 @@ class CMISelector(nn.Module):
         batch = x.shape[0]
         costs = self._costs_on(x.device)
         keep = torch.zeros(batch, d, dtype=torch.bool, device=x.device)
-        logits = self.predictor(self.masker.mask_input(x, keep))
+        logits, hidden = self._forward(x, keep)
         loss_before = F.cross_entropy(logits, target, reduction="none")
         predictor_loss = loss_before.mean()
         value_loss = x.new_zeros(())
         rows = torch.arange(batch, device=x.device)
         for _ in range(num_steps):
-            cmi = self.estimate_cmi(x, keep, logits)
+            cmi = self.estimate_cmi(x, keep, logits, hidden)
             best = (cmi / costs).masked_fill(keep, float("-inf")).argmax(dim=1)
             # A uniform draw among the features not yet acquired (random scores, acquired ones excluded).
             noise = torch.rand(batch, d, generator=generator).to(x.device).masked_fill(keep, -1.0)
@@ -156,7 +196,7 @@ class CMISelector(nn.Module):
             action = torch.where(explore, noise.argmax(dim=1), best)
             keep = keep.clone()
             keep[rows, action] = True
-            logits = self.predictor(self.masker.mask_input(x, keep))
+            logits, hidden = self._forward(x, keep)
             loss_after = F.cross_entropy(logits, target, reduction="none")
             drop = (loss_before - loss_after).detach()
             value_loss = value_loss + F.mse_loss(cmi[rows, action], drop)
@@ -204,12 +244,12 @@ class CMISelector(nn.Module):
         active = torch.ones(batch, dtype=torch.bool, device=x.device)
         spent = torch.zeros(batch, device=x.device)
         order = torch.full((batch, budget), -1, dtype=torch.long, device=x.device)
-        pred = self.predictor(self.masker.mask_input(x, keep))
+        pred, hidden = self._forward(x, keep)
         steps = [pred]
         for t in range(budget):
             if confidence is not None:
                 active &= pred.softmax(dim=-1).amax(dim=-1) < confidence
-            value = (self.estimate_cmi(x, keep, pred) / costs).masked_fill(keep, float("-inf"))
+            value = (self.estimate_cmi(x, keep, pred, hidden) / costs).masked_fill(keep, float("-inf"))
             if max_cost is not None:
                 value = value.masked_fill(spent.unsqueeze(1) + costs > max_cost * (1 + 1e-6), float("-inf"))
                 active &= torch.isfinite(value).any(dim=1)
@@ -222,7 +262,7 @@ class CMISelector(nn.Module):
             order[:, t] = torch.where(active, choice, -1)
             keep = keep | (F.one_hot(choice, d).bool() & active.unsqueeze(1))
             spent = spent + torch.where(active, costs[choice], 0.0)
-            new_pred = self.predictor(self.masker.mask_input(x, keep))
+            new_pred, hidden = self._forward(x, keep)
             pred = torch.where(active.unsqueeze(1), new_pred, pred)
             steps.append(pred)
         return Selection(
