@@ -21,9 +21,10 @@ features per threshold. Mean, std and a 95 % Student-t interval over seeds.
 
     python -m benchmarks.dfs [--datasets digits_pixels digits_patches breast_cancer mnist] [--seeds 0 1 2 3 4]
         [--seeds-for breast_cancer=0-9 mnist=0,1,4] [--train-per-class 100 250] [--curve-seeds 0-4]
-        [--workers 2] [--resume]
+        [--workers 2] [--resume] [--retrain-dime]
 
-Each finished (dataset, seed) is saved at once under benchmarks/results/dfs_runs/ (``--resume`` reuses them).
+Each finished (dataset, seed) is saved at once under benchmarks/results/dfs_runs/ (``--resume`` reuses them;
+``--retrain-dime`` retrains DIME in them and keeps every other method).
 
 Writes benchmarks/results/dfs.json and benchmarks/results/dfs.png.
 """
@@ -112,14 +113,21 @@ def run_one(
     resume: bool = False,
     train_per_class: int | None = None,
     curve: bool = False,
+    dime_only: bool = False,
 ) -> dict[str, Any]:
     """Train and score one dataset and seed (on ``train_per_class`` training samples of each class, if given; with
     the learning curve's :data:`CURVE_SCHEDULE` if ``curve``); the result is also saved to :func:`run_file` (read
-    back on resume)."""
+    back on resume). ``dime_only``: retrain DIME in the saved run (:func:`retrain_dime`); learning-curve runs are
+    read back as on resume."""
     path = run_file(name, seed, train_per_class, curve)
-    if resume and path.exists() and not quick:
+    if dime_only and not curve:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: --retrain-dime retrains DIME in saved runs only")
+        result = retrain_dime(name, seed, json.loads(path.read_text()), train_per_class)
+    elif (resume or dime_only) and path.exists() and not quick:
         return json.loads(path.read_text())
-    result = train_and_score(name, seed, quick, train_per_class, curve)
+    else:
+        result = train_and_score(name, seed, quick, train_per_class, curve)
     if not quick:
         RUNS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result))
@@ -134,6 +142,62 @@ def confidence_scores(selection, target: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def schedule(stage: str, cfg: dict[str, Any], quick: bool, curve: bool) -> tuple[dict[str, Any], int]:
+    """Config overrides and epochs of a stage (``"joint"`` or ``"dime"``): the config's own, the learning curve's
+    :data:`CURVE_SCHEDULE`, or a few epochs for ``--quick``."""
+    if quick:
+        return ({"epochs_per_temperature": 1}, 5) if stage == "joint" else ({}, 2)
+    if curve:
+        return CURVE_SCHEDULE[stage]["overrides"], CURVE_SCHEDULE[stage]["max_epochs"]
+    return {}, cfg["trainer"]["max_epochs"]
+
+
+def pretrain_stage(
+    name: str, seed: int, quick: bool, train_per_class: int | None
+) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The seed's data split and the predictor pre-trained on random subsets (deterministic for a seed)."""
+    L.seed_everything(seed, verbose=False)
+    pre_cfg = yaml.safe_load((CONFIGS / f"{name}_pretrain.yaml").read_text())
+    data = instantiate(
+        pre_cfg["data"], seed=seed, **({"train_per_class": train_per_class} if train_per_class else {})
+    )
+    data.setup("fit")
+    pretrain = instantiate(pre_cfg["model"])
+    fit(pretrain, data, 2 if quick else pre_cfg["trainer"]["max_epochs"])
+    return data, pretrain
+
+
+def dime_stage(
+    name: str, seed: int, data, pretrain, quick: bool, curve: bool
+) -> tuple[L.LightningModule, dict[str, Any]]:
+    """DIME trained from the pre-trained predictor, and its scores on the test split. Seeded on its own, so that
+    retraining DIME alone (``--retrain-dime``) gives what a full run gives."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    L.seed_everything(seed, verbose=False)
+    dime_cfg = yaml.safe_load((CONFIGS / f"{name}_dime.yaml").read_text())
+    overrides, epochs = schedule("dime", dime_cfg, quick, curve)
+    dime = instantiate(dime_cfg["model"], predictor_checkpoint=None, **overrides)
+    dime.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
+    fit(dime, data, epochs)
+    train_seconds = time.perf_counter() - start
+    budget, x, y = BUDGETS[name], data.test_dataset.inputs, data.test_dataset.targets
+    with torch.no_grad():
+        everything = torch.ones(len(x), dime.selector.num_players, dtype=torch.bool)
+        result = {
+            "dime": scores(dime.selector.select(x, budget=budget).logits, y),
+            "dime_confidence": {
+                str(c): confidence_scores(dime.selector.select(x, budget=budget, confidence=c), y)
+                for c in CONFIDENCES
+            },
+            "all_features_dime_predictor": {
+                k: v[0] for k, v in scores(dime.selector.predict(x, everything)[:, None], y).items()
+            },
+        }
+    result["dime_epochs"] = dime.current_epoch
+    result["dime_seconds"] = {"train": train_seconds, "cpu": time.process_time() - cpu_start}
+    return dime, result
+
+
 def train_and_score(
     name: str, seed: int, quick: bool = False, train_per_class: int | None = None, curve: bool = False
 ) -> dict[str, Any]:
@@ -141,32 +205,15 @@ def train_and_score(
     also when ``train_per_class`` shrinks the training split; ``curve``: the stages' epochs cut to
     :data:`CURVE_SCHEDULE`)."""
     start, cpu_start = time.perf_counter(), time.process_time()
-    L.seed_everything(seed, verbose=False)
-    pre_cfg = yaml.safe_load((CONFIGS / f"{name}_pretrain.yaml").read_text())
+    data, pretrain = pretrain_stage(name, seed, quick, train_per_class)
     joint_cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    dime_cfg = yaml.safe_load((CONFIGS / f"{name}_dime.yaml").read_text())
-    data = instantiate(
-        pre_cfg["data"], seed=seed, **({"train_per_class": train_per_class} if train_per_class else {})
-    )
-    data.setup("fit")
-    pretrain = instantiate(pre_cfg["model"])
-    fit(pretrain, data, 2 if quick else pre_cfg["trainer"]["max_epochs"])
-    joint_overrides, joint_epochs = {}, joint_cfg["trainer"]["max_epochs"]
-    dime_overrides, dime_epochs = {}, dime_cfg["trainer"]["max_epochs"]
-    if curve:
-        cut_joint, cut_dime = CURVE_SCHEDULE["joint"], CURVE_SCHEDULE["dime"]
-        joint_overrides, joint_epochs = cut_joint["overrides"], cut_joint["max_epochs"]
-        dime_overrides, dime_epochs = cut_dime["overrides"], cut_dime["max_epochs"]
-    if quick:
-        joint_overrides, joint_epochs, dime_epochs = {"epochs_per_temperature": 1}, 5, 2
+    joint_overrides, joint_epochs = schedule("joint", joint_cfg, quick, curve)
     joint = instantiate(joint_cfg["model"], predictor_checkpoint=None, **joint_overrides)
     joint.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
     fit(joint, data, joint_epochs)
     joint_seconds = time.perf_counter() - start
-    dime = instantiate(dime_cfg["model"], predictor_checkpoint=None, **dime_overrides)
-    dime.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
-    fit(dime, data, dime_epochs)
-    train_seconds = time.perf_counter() - start
+    _, result = dime_stage(name, seed, data, pretrain, quick, curve)
+    train_seconds = joint_seconds + result["dime_seconds"]["train"]
 
     budget = BUDGETS[name]
     selector = joint.selector
@@ -187,14 +234,7 @@ def train_and_score(
             "static_greedy": greedy_static_order(pretrain, x_val[rows], y_val[rows], d, budget, pool),
             "random": random_orders(len(x), d, generator),
         }
-        result: dict[str, Any] = {
-            "dynamic": scores(selector.select(x, budget=budget).logits, y),
-            "dime": scores(dime.selector.select(x, budget=budget).logits, y),
-            "dime_confidence": {
-                str(c): confidence_scores(dime.selector.select(x, budget=budget, confidence=c), y)
-                for c in CONFIDENCES
-            },
-        }
+        result["dynamic"] = scores(selector.select(x, budget=budget).logits, y)
         for method, order in orders.items():
             result[method] = scores(evaluate_orders(selector.predict, x, order, d, budget), y)
             result[f"{method}_pretrained_predictor"] = scores(
@@ -209,9 +249,6 @@ def train_and_score(
         result["all_features_pretrained_predictor"] = {
             k: v[0] for k, v in scores(pretrain(x, everything)[:, None], y).items()
         }
-        result["all_features_dime_predictor"] = {
-            k: v[0] for k, v in scores(dime.selector.predict(x, everything)[:, None], y).items()
-        }
     result["static_order"] = orders["static"][:budget].tolist()
     result["static_greedy_order"] = orders["static_greedy"].tolist()
     # CPU time is what the job costs on an idle core; wall time also counts waiting for a busy machine.
@@ -222,8 +259,27 @@ def train_and_score(
         "total": time.perf_counter() - start,
         "cpu": cpu,
     }
-    result["dime_epochs"] = dime.current_epoch
     return result
+
+
+def retrain_dime(
+    name: str, seed: int, saved: dict[str, Any], train_per_class: int | None = None
+) -> dict[str, Any]:
+    """A saved run with DIME trained and scored again (after a change to DIME or its config), every other method
+    kept. The pre-trained predictor is trained again, deterministically: its all-features accuracy must match the
+    saved run's, or the saved methods did not start from the same predictor and the run is refused."""
+    data, pretrain = pretrain_stage(name, seed, False, train_per_class)
+    x, y = data.test_dataset.inputs, data.test_dataset.targets
+    with torch.no_grad():
+        everything = torch.ones(len(x), pretrain.players.num_players, dtype=torch.bool)
+        accuracy = scores(pretrain(x, everything)[:, None], y)["accuracy"][0]
+    if accuracy != saved["all_features_pretrained_predictor"]["accuracy"]:
+        raise RuntimeError(
+            f"{name} seed {seed}: the pre-trained predictor did not reproduce (all-features accuracy {accuracy} vs "
+            f"{saved['all_features_pretrained_predictor']['accuracy']} saved); rerun the seed without --resume"
+        )
+    _, result = dime_stage(name, seed, data, pretrain, False, False)
+    return saved | result
 
 
 def report(job: tuple[str, int, int | None, bool], output: dict[str, Any]) -> dict[str, Any]:
@@ -489,6 +545,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each (one per core)")
     parser.add_argument("--quick", action="store_true", help="a few epochs only, to check the script runs")
     parser.add_argument(
+        "--retrain-dime",
+        action="store_true",
+        help="train and score DIME again in the saved runs of these seeds, keeping every other method (after a "
+        "change to DIME or its configs); the learning curve is read back as with --resume",
+    )
+    parser.add_argument(
         "--train-per-class",
         nargs="*",
         type=int,
@@ -506,6 +568,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.train_per_class and "mnist" not in args.datasets:
         parser.error("--train-per-class needs --datasets mnist")
+    if args.retrain_dime and args.quick:
+        parser.error("--retrain-dime changes saved runs, which --quick never writes")
 
     start = time.perf_counter()
     seeds = {name: list(args.seeds) for name in args.datasets}
@@ -524,7 +588,7 @@ def main() -> None:
     jobs += [("mnist", seed, n, True) for n in curve_sizes for seed in curve_seeds]
     results_in_order = run_jobs(
         run_one,
-        [(name, seed, args.quick, args.resume, n, curve) for name, seed, n, curve in jobs],
+        [(name, seed, args.quick, args.resume, n, curve, args.retrain_dime) for name, seed, n, curve in jobs],
         args.workers,
     )
     outputs = [report(job, output) for job, output in zip(jobs, results_in_order)]
