@@ -167,6 +167,17 @@ def pretrain_stage(
     return data, pretrain
 
 
+def train_stage(name: str, stage: str, data, pretrain, quick: bool, curve: bool) -> L.LightningModule:
+    """Stage 2, ``"joint"`` (the greedy policy, ``<name>.yaml``) or ``"dime"`` (``<name>_dime.yaml``), trained from
+    the pre-trained predictor with its :func:`schedule`."""
+    cfg = yaml.safe_load((CONFIGS / f"{name}{'_dime' if stage == 'dime' else ''}.yaml").read_text())
+    overrides, epochs = schedule(stage, cfg, quick, curve)
+    module = instantiate(cfg["model"], predictor_checkpoint=None, **overrides)
+    module.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
+    fit(module, data, epochs)
+    return module
+
+
 def dime_stage(
     name: str, seed: int, data, pretrain, quick: bool, curve: bool
 ) -> tuple[L.LightningModule, dict[str, Any]]:
@@ -174,11 +185,7 @@ def dime_stage(
     retraining DIME alone (``--retrain-dime``) gives what a full run gives."""
     start, cpu_start = time.perf_counter(), time.process_time()
     L.seed_everything(seed, verbose=False)
-    dime_cfg = yaml.safe_load((CONFIGS / f"{name}_dime.yaml").read_text())
-    overrides, epochs = schedule("dime", dime_cfg, quick, curve)
-    dime = instantiate(dime_cfg["model"], predictor_checkpoint=None, **overrides)
-    dime.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
-    fit(dime, data, epochs)
+    dime = train_stage(name, "dime", data, pretrain, quick, curve)
     train_seconds = time.perf_counter() - start
     budget, x, y = BUDGETS[name], data.test_dataset.inputs, data.test_dataset.targets
     with torch.no_grad():
@@ -206,11 +213,7 @@ def train_and_score(
     :data:`CURVE_SCHEDULE`)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     data, pretrain = pretrain_stage(name, seed, quick, train_per_class)
-    joint_cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    joint_overrides, joint_epochs = schedule("joint", joint_cfg, quick, curve)
-    joint = instantiate(joint_cfg["model"], predictor_checkpoint=None, **joint_overrides)
-    joint.selector.predictor.load_state_dict(pretrain.predictor.state_dict())
-    fit(joint, data, joint_epochs)
+    joint = train_stage(name, "joint", data, pretrain, quick, curve)
     joint_seconds = time.perf_counter() - start
     _, result = dime_stage(name, seed, data, pretrain, quick, curve)
     train_seconds = joint_seconds + result["dime_seconds"]["train"]
