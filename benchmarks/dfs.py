@@ -32,6 +32,7 @@ Writes benchmarks/results/dfs.json and benchmarks/results/dfs.png.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -152,6 +153,16 @@ def schedule(stage: str, cfg: dict[str, Any], quick: bool, curve: bool) -> tuple
     return {}, cfg["trainer"]["max_epochs"]
 
 
+def fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's weights: equal only for bit-identical weights (a float summed in another order on
+    another CPU changes it, where a test accuracy may not)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def pretrain_stage(
     name: str, seed: int, quick: bool, train_per_class: int | None
 ) -> tuple[L.LightningDataModule, L.LightningModule]:
@@ -252,6 +263,7 @@ def train_and_score(
         result["all_features_pretrained_predictor"] = {
             k: v[0] for k, v in scores(pretrain(x, everything)[:, None], y).items()
         }
+    result["pretrained_predictor_sha256"] = fingerprint(pretrain.predictor)
     result["static_order"] = orders["static"][:budget].tolist()
     result["static_greedy_order"] = orders["static_greedy"].tolist()
     # CPU time is what the job costs on an idle core; wall time also counts waiting for a busy machine.
@@ -269,17 +281,22 @@ def retrain_dime(
     name: str, seed: int, saved: dict[str, Any], train_per_class: int | None = None
 ) -> dict[str, Any]:
     """A saved run with DIME trained and scored again (after a change to DIME or its config), every other method
-    kept. The pre-trained predictor is trained again, deterministically: its all-features accuracy must match the
-    saved run's, or the saved methods did not start from the same predictor and the run is refused."""
+    kept. The pre-trained predictor is trained again (deterministic for a seed on one machine) and must be the one
+    the saved methods used: the same weights (:func:`fingerprint`), or, for runs saved without one, the same
+    all-features test accuracy; otherwise the run is refused."""
     data, pretrain = pretrain_stage(name, seed, False, train_per_class)
-    x, y = data.test_dataset.inputs, data.test_dataset.targets
-    with torch.no_grad():
-        everything = torch.ones(len(x), pretrain.players.num_players, dtype=torch.bool)
-        accuracy = scores(pretrain(x, everything)[:, None], y)["accuracy"][0]
-    if accuracy != saved["all_features_pretrained_predictor"]["accuracy"]:
+    if "pretrained_predictor_sha256" in saved:
+        same = fingerprint(pretrain.predictor) == saved["pretrained_predictor_sha256"]
+    else:
+        x, y = data.test_dataset.inputs, data.test_dataset.targets
+        with torch.no_grad():
+            everything = torch.ones(len(x), pretrain.players.num_players, dtype=torch.bool)
+            accuracy = scores(pretrain(x, everything)[:, None], y)["accuracy"][0]
+        same = accuracy == saved["all_features_pretrained_predictor"]["accuracy"]
+    if not same:
         raise RuntimeError(
-            f"{name} seed {seed}: the pre-trained predictor did not reproduce (all-features accuracy {accuracy} vs "
-            f"{saved['all_features_pretrained_predictor']['accuracy']} saved); rerun the seed without --resume"
+            f"{name} seed {seed}: the pre-trained predictor did not reproduce (another machine or library version "
+            "trained the saved run's); rerun the seed in full (without --resume)"
         )
     _, result = dime_stage(name, seed, data, pretrain, False, False)
     return saved | result
