@@ -102,6 +102,14 @@ def scores(logits: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]
     return out
 
 
+def all_features_scores(
+    predict, x: torch.Tensor, target: torch.Tensor, num_features: int
+) -> dict[str, float]:
+    """Accuracy (and AUROC) of ``predict(x, keep)`` with every feature kept."""
+    everything = torch.ones(len(x), num_features, dtype=torch.bool)
+    return {k: v[0] for k, v in scores(predict(x, everything)[:, None], target).items()}
+
+
 def run_file(name: str, seed: int, train_per_class: int | None = None, curve: bool = False) -> Path:
     size = f"_train{train_per_class}" if train_per_class else ""
     return RUNS / f"{name}_seed{seed}{size}{'_curve' if curve else ''}.json"
@@ -200,16 +208,15 @@ def dime_stage(
     train_seconds = time.perf_counter() - start
     budget, x, y = BUDGETS[name], data.test_dataset.inputs, data.test_dataset.targets
     with torch.no_grad():
-        everything = torch.ones(len(x), dime.selector.num_players, dtype=torch.bool)
         result = {
             "dime": scores(dime.selector.select(x, budget=budget).logits, y),
             "dime_confidence": {
                 str(c): confidence_scores(dime.selector.select(x, budget=budget, confidence=c), y)
                 for c in CONFIDENCES
             },
-            "all_features_dime_predictor": {
-                k: v[0] for k, v in scores(dime.selector.predict(x, everything)[:, None], y).items()
-            },
+            "all_features_dime_predictor": all_features_scores(
+                dime.selector.predict, x, y, dime.selector.num_players
+            ),
         }
     result["dime_epochs"] = dime.current_epoch
     result["dime_seconds"] = {"train": train_seconds, "cpu": time.process_time() - cpu_start}
@@ -254,15 +261,10 @@ def train_and_score(
             result[f"{method}_pretrained_predictor"] = scores(
                 evaluate_orders(pretrain, x, order, d, budget), y
             )
-        everything = torch.ones(len(x), d, dtype=torch.bool)
         # The joint predictor only trains on up to max_features features, so the pre-trained one (trained on subsets
         # of every size) can be better with all of them: both are kept, and the goals use the better one.
-        result["all_features"] = {
-            k: v[0] for k, v in scores(selector.predict(x, everything)[:, None], y).items()
-        }
-        result["all_features_pretrained_predictor"] = {
-            k: v[0] for k, v in scores(pretrain(x, everything)[:, None], y).items()
-        }
+        result["all_features"] = all_features_scores(selector.predict, x, y, d)
+        result["all_features_pretrained_predictor"] = all_features_scores(pretrain, x, y, d)
     result["pretrained_predictor_sha256"] = fingerprint(pretrain.predictor)
     result["static_order"] = orders["static"][:budget].tolist()
     result["static_greedy_order"] = orders["static_greedy"].tolist()
@@ -290,8 +292,7 @@ def retrain_dime(
     else:
         x, y = data.test_dataset.inputs, data.test_dataset.targets
         with torch.no_grad():
-            everything = torch.ones(len(x), pretrain.players.num_players, dtype=torch.bool)
-            accuracy = scores(pretrain(x, everything)[:, None], y)["accuracy"][0]
+            accuracy = all_features_scores(pretrain, x, y, pretrain.players.num_players)["accuracy"]
         same = accuracy == saved["all_features_pretrained_predictor"]["accuracy"]
     if not same:
         raise RuntimeError(

@@ -63,21 +63,20 @@ def shared_trunk(predictor: nn.Module, value_network: nn.Module) -> nn.Sequentia
     """The hidden layers two MLPs share after :func:`tie_hidden_layers`, or ``None`` if they share none.
 
     Shared means: both are ``net`` sequences of the same length whose modules before the output layer are the same
-    objects, or parameter-free ones of the same kind and settings (activation, dropout, flatten). Then one pass through the
-    predictor's hidden layers serves both output layers: on the same masked input the value network would compute
-    the same hidden representation again (up to its own dropout draw, in training).
+    objects, or parameter-free ones of the same kind and settings (activation, dropout, flatten). Then one pass
+    through the predictor's hidden layers serves both output layers: on the same masked input the value network
+    would compute the same hidden representation again (up to its own dropout draw, in training).
     """
     mine, theirs = getattr(predictor, "net", None), getattr(value_network, "net", None)
-    if not (isinstance(mine, nn.Sequential) and isinstance(theirs, nn.Sequential)) or len(mine) != len(
-        theirs
-    ):
+    if not (isinstance(mine, nn.Sequential) and isinstance(theirs, nn.Sequential)):
+        return None
+    if len(mine) != len(theirs):
         return None
     tied = False
     for a, b in zip(mine[:-1], theirs[:-1]):
         has_weights = next(a.parameters(), None) is not None
-        if (
-            (a is not b) if has_weights else repr(a) != repr(b)
-        ):  # repr: the same kind and settings (dropout p)
+        same = a is b if has_weights else repr(a) == repr(b)  # repr: the same kind and settings (dropout p)
+        if not same:
             return None
         tied |= has_weights
     return mine[:-1] if tied else None
@@ -123,12 +122,11 @@ class CMISelector(nn.Module):
         keep = check_keep(keep, self.num_players, batch_size=x.shape[0]).to(x.device)
         return self.predictor(self.masker.mask_input(x, keep))
 
-    def _forward(self, x: Tensor, keep: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Class logits for ``keep``, and the hidden representation the value network shares (``None`` if it
-        shares none): with tied hidden layers one pass serves both networks (``benchmarks/dime_shared_pass.py``
-        times it at MNIST's size)."""
+    def _forward(self, x: Tensor, keep: Tensor, trunk: nn.Sequential | None) -> tuple[Tensor, Tensor | None]:
+        """Class logits for ``keep``, and the hidden representation the value network shares (``None`` without a
+        shared ``trunk``, see :func:`shared_trunk`): with tied hidden layers one pass serves both networks
+        (``benchmarks/dime_shared_pass.py`` times it at MNIST's size)."""
         masked = self.masker.mask_input(x, keep)
-        trunk = shared_trunk(self.predictor, self.value_network)
         if trunk is None:
             return self.predictor(masked), None
         hidden = trunk(masked)
@@ -182,7 +180,8 @@ class CMISelector(nn.Module):
         batch = x.shape[0]
         costs = self._costs_on(x.device)
         keep = torch.zeros(batch, d, dtype=torch.bool, device=x.device)
-        logits, hidden = self._forward(x, keep)
+        trunk = shared_trunk(self.predictor, self.value_network)
+        logits, hidden = self._forward(x, keep, trunk)
         loss_before = F.cross_entropy(logits, target, reduction="none")
         predictor_loss = loss_before.mean()
         value_loss = x.new_zeros(())
@@ -196,7 +195,7 @@ class CMISelector(nn.Module):
             action = torch.where(explore, noise.argmax(dim=1), best)
             keep = keep.clone()
             keep[rows, action] = True
-            logits, hidden = self._forward(x, keep)
+            logits, hidden = self._forward(x, keep, trunk)
             loss_after = F.cross_entropy(logits, target, reduction="none")
             drop = (loss_before - loss_after).detach()
             value_loss = value_loss + F.mse_loss(cmi[rows, action], drop)
@@ -244,7 +243,8 @@ class CMISelector(nn.Module):
         active = torch.ones(batch, dtype=torch.bool, device=x.device)
         spent = torch.zeros(batch, device=x.device)
         order = torch.full((batch, budget), -1, dtype=torch.long, device=x.device)
-        pred, hidden = self._forward(x, keep)
+        trunk = shared_trunk(self.predictor, self.value_network)
+        pred, hidden = self._forward(x, keep, trunk)
         steps = [pred]
         for t in range(budget):
             if confidence is not None:
@@ -262,7 +262,7 @@ class CMISelector(nn.Module):
             order[:, t] = torch.where(active, choice, -1)
             keep = keep | (F.one_hot(choice, d).bool() & active.unsqueeze(1))
             spent = spent + torch.where(active, costs[choice], 0.0)
-            new_pred, hidden = self._forward(x, keep)
+            new_pred, hidden = self._forward(x, keep, trunk)
             pred = torch.where(active.unsqueeze(1), new_pred, pred)
             steps.append(pred)
         return Selection(
