@@ -138,7 +138,7 @@ def kernel_shap(
     device = getattr(game, "device", None)
 
     ends = torch.stack([torch.zeros(d, dtype=torch.bool), torch.ones(d, dtype=torch.bool)])
-    v_ends, single = evaluate_game(game, ends.to(device) if device is not None else ends)
+    v_ends, single = evaluate_game(game, ends.to(device))
     dtype, out_device = result_dtype(v_ends), v_ends.device
     v_null, delta = v_ends[:, 0].double(), v_ends[:, 1].double() - v_ends[:, 0].double()
     shape = (v_ends.shape[0], d, v_ends.shape[2])
@@ -187,7 +187,7 @@ def kernel_shap(
         else:
             keep, importance = plan[drawn : drawn + rows], plan_weights[drawn : drawn + rows].to(out_device)
             drawn += rows
-        values, _ = evaluate_game(game, keep.to(device) if device is not None else keep)
+        values, _ = evaluate_game(game, keep.to(device))
         if values.shape[0] != len(active) or values.shape[2] != shape[2]:
             raise ValueError(
                 f"the game returned (B, C) = {(values.shape[0], values.shape[2])} after returning "
@@ -224,7 +224,7 @@ def kernel_shap(
         spread.keep_inputs(rows_left)
         subset = getattr(game, "subset", None)
         if subset is not None:
-            game = subset(rows_left.to(device) if device is not None else rows_left)
+            game = subset(rows_left.to(device))
         else:  # a plain callable keeps returning every input: drop the stopped ones from its answers
             game = restrict_inputs(whole_game, active)
 

@@ -101,7 +101,7 @@ class SubsetSampler:
         keep = ranks < sizes.unsqueeze(1)
         if self.paired:
             keep = torch.stack([keep, ~keep], dim=1).reshape(num_samples, self.num_players)
-        return keep.to(device) if device is not None else keep
+        return keep.to(device)
 
 
 class UniformSizeSampler(SubsetSampler):

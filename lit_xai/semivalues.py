@@ -245,7 +245,7 @@ def permutation_sampling(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = getattr(game, "device", None)
     ends = torch.stack([torch.zeros(d, dtype=torch.bool), torch.ones(d, dtype=torch.bool)])
-    v_ends, single = evaluate_game(game, ends.to(device) if device is not None else ends)
+    v_ends, single = evaluate_game(game, ends.to(device))
     dtype = result_dtype(v_ends)
     v_ends = v_ends.double()
     bsz, _, c = v_ends.shape
@@ -262,7 +262,7 @@ def permutation_sampling(
         chain = v_ends[:, :1].unsqueeze(1).expand(bsz, t, 1, c)
         if d > 1:
             flat = keep.reshape(t * (d - 1), d)
-            values, _ = evaluate_game(game, flat.to(device) if device is not None else flat, v_ends)
+            values, _ = evaluate_game(game, flat.to(device), v_ends)
             middle = values.double().reshape(bsz, t, d - 1, c)
             chain = torch.cat([chain, middle], dim=2)
         chain = torch.cat([chain, v_ends[:, 1:].unsqueeze(1).expand(bsz, t, 1, c)], dim=2)  # (B, t, d + 1, C)
@@ -310,7 +310,7 @@ def banzhaf_msr(
     inside = total = first = single = None
     for start in range(0, masks.shape[0], batch_size):
         keep = masks[start : start + batch_size]
-        values, single = evaluate_game(game, keep.to(device) if device is not None else keep, first)
+        values, single = evaluate_game(game, keep.to(device), first)
         values = values.double()
         first = values if first is None else first
         part = torch.einsum("nd,bnc->bdc", keep.to(values), values)

@@ -116,9 +116,7 @@ def recovery_error(game: Game, values: Tensor) -> tuple[Tensor, Tensor]:
         masks = _insertion_masks(values[b].permute(0, 2, 1).cpu())  # (K, C, d + 1, d)
         unique, inverse = torch.unique(masks.reshape(-1, d), dim=0, return_inverse=True)
         device = getattr(game, "device", None)
-        outputs, _ = evaluate_game(
-            _input_game(game, b, bsz), unique.to(device) if device is not None else unique
-        )
+        outputs, _ = evaluate_game(_input_game(game, b, bsz), unique.to(device))
         outputs = outputs[0].double().cpu()  # (N_unique, C)
         curve = outputs[inverse].reshape(k, c, d + 1, c)  # value of every class on each candidate's masks
         own = curve.diagonal(dim1=1, dim2=3)  # (K, d + 1, C): class c on the masks ordered for class c

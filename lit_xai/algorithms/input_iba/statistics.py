@@ -197,7 +197,7 @@ def estimate_layer_statistics(
         bar = tqdm(total=num_samples, desc=f"statistics of {layer}", unit="sample")
     for batch in data:
         x = _inputs(batch)[: num_samples - features.count]
-        x = x.to(device) if device is not None else x
+        x = x.to(device)
         if input_shape is None:
             input_shape = tuple(x.shape[1:])
         features.update(forward_to_layer(model, module, x))

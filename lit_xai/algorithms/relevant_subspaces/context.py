@@ -139,7 +139,7 @@ def collect_pairs(
             explained = labels
         if len(x) == 0:
             continue
-        x = x.to(device) if device is not None else x
+        x = x.to(device)
         explained = explained.to(x.device) if isinstance(explained, Tensor) else explained
         with gradient_mode():
             _, a, c, _ = forward_with_context(model, module, layer, x, explained, link)
