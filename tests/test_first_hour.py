@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from packaging.version import Version
 from PIL import Image
+from test_reliability_metrics_log import offline_run_ids  # tests/ is on sys.path
 
 from lit_xai import demo
 from lit_xai.algorithms.classifier import ClassifierModule
@@ -308,6 +309,5 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
             main([*fit, *extra])
         finally:
             finish_wandb_run()
-    runs = sorted((tmp_path / "outputs/digits/classifier/wandb").glob("offline-run-*"))
-    assert len(runs) == 2, runs
-    assert len({run.name.rsplit("-", 1)[1] for run in runs}) == 1, [run.name for run in runs]
+    ids = offline_run_ids(tmp_path / "outputs/digits/classifier/wandb")
+    assert len(ids) == 2 and ids[0] == ids[1], ids

@@ -45,9 +45,18 @@ def train(cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
+def offline_run_ids(wandb_dir: Path) -> list[str]:
+    """Run ids of the offline W&B runs in ``wandb_dir``, oldest first.
+
+    The id is read from each run's data file, ``run-<id>.wandb``: the folder name ``offline-run-<time>-<id>`` gets
+    ``-1`` appended when a second run starts in the same second (a fast resume does).
+    """
+    runs = sorted(wandb_dir.glob("offline-run-*"))
+    return [data.stem.removeprefix("run-") for run in runs for data in run.glob("run-*.wandb")]
+
+
 def wandb_ids(cwd: Path) -> list[str]:
-    """Run ids of the offline W&B runs, oldest first (folders are ``offline-run-<time>-<id>``)."""
-    return [path.name.rsplit("-", 1)[1] for path in sorted((cwd / STAGE / "wandb").glob("offline-run-*"))]
+    return offline_run_ids(cwd / STAGE / "wandb")
 
 
 @pytest.mark.slow
