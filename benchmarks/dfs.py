@@ -300,7 +300,23 @@ def retrain_dime(
             "trained the saved run's); rerun the seed in full (without --resume)"
         )
     _, result = dime_stage(name, seed, data, pretrain, False, False)
-    return saved | result
+    seconds = replace_dime_seconds(saved["seconds"], saved["dime_seconds"], result["dime_seconds"])
+    return (
+        saved | result | {"seconds": seconds, "pretrained_predictor_sha256": fingerprint(pretrain.predictor)}
+    )
+
+
+def replace_dime_seconds(
+    seconds: dict[str, float], old: dict[str, float], new: dict[str, float]
+) -> dict[str, float]:
+    """A run's ``seconds`` with its DIME stage's time (``old``, a run's ``dime_seconds``) replaced by a retrained
+    DIME's (``new``), so that the totals stay those of the run as it now stands."""
+    return {
+        "train": seconds["train_pretrain_and_policy"] + new["train"],
+        "train_pretrain_and_policy": seconds["train_pretrain_and_policy"],
+        "total": seconds["total"] - old["train"] + new["train"],
+        "cpu": seconds["cpu"] - old["cpu"] + new["cpu"],
+    }
 
 
 def report(job: tuple[str, int, int | None, bool], output: dict[str, Any]) -> dict[str, Any]:
