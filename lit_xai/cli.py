@@ -112,18 +112,20 @@ class LitXaiCLI(LightningCLI):
         return trainer
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = _wandb_loggers(config)
+        # W&B's service process starts with a process's first run and resolves a relative save_dir against its own
+        # working directory: after a chdir (a notebook, stages run from their folders) a run's data went elsewhere.
+        for entry in loggers:
+            for key in ("save_dir", "dir"):
+                if entry.init_args.get(key):
+                    entry.init_args[key] = os.path.abspath(entry.init_args[key])
         # A resumed run logs to the W&B run stored in its checkpoint, unless the config names one.
-        config = self.config[self.subcommand] if self.subcommand == "fit" else None
-        if not config or not config.get("ckpt_path"):
+        if self.subcommand != "fit" or not config.get("ckpt_path"):
             return
         run_id = wandb_run_id(_resume_path(config))
-        if run_id is None:
-            return
-        logger = config.trainer.logger
-        for entry in logger if isinstance(logger, list) else [logger]:
-            if _builds(entry, WandbLogger) and not (
-                entry.init_args.get("id") or entry.init_args.get("version")
-            ):
+        for entry in loggers if run_id is not None else []:
+            if not (entry.init_args.get("id") or entry.init_args.get("version")):
                 entry.init_args.id = run_id
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -149,6 +151,14 @@ def _builds(node: object, base: type) -> bool:
     """Whether a config entry (``class_path`` + ``init_args``) builds a ``base``."""
     cls = _import(str(getattr(node, "class_path", "") or ""))
     return getattr(node, "init_args", None) is not None and isinstance(cls, type) and issubclass(cls, base)
+
+
+def _wandb_loggers(config) -> list:
+    """The config entries of ``trainer.logger`` that build a ``WandbLogger``."""
+    logger = (config.get("trainer") or {}).get("logger")
+    return [
+        entry for entry in (logger if isinstance(logger, list) else [logger]) if _builds(entry, WandbLogger)
+    ]
 
 
 def _resume_path(config) -> str | None:

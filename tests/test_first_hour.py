@@ -292,6 +292,23 @@ def test_readme_cpu_commands_train_the_three_stages_on_a_tiny_folder(tmp_path, m
         assert (tmp_path / f"outputs/image_folder/{stage}/checkpoints/best.ckpt").is_file(), stage
 
 
+def test_runs_in_one_process_write_their_wandb_data_where_their_working_directory_is(tmp_path, monkeypatch):
+    # W&B's service process starts with the first run and resolves a relative save_dir against its own working
+    # directory: after a chdir (a notebook, a script running stages in their folders) the next run's data file went
+    # under the first run's working directory, and its own offline-run folder had no run-<id>.wandb.
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    short += ["--trainer.enable_progress_bar=false"]
+    for folder in ("first", "second"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        try:
+            main(["fit", "--config", str(ROOT / "configs/digits/classifier.yaml"), *short])
+        finally:
+            finish_wandb_run()
+    for folder in ("first", "second"):
+        assert len(offline_run_ids(tmp_path / folder / "outputs/digits/classifier/wandb")) == 1, folder
+
+
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     # --ckpt_path started a second W&B run: the resumed epochs were logged apart from the first ones.
     monkeypatch.chdir(tmp_path)
