@@ -124,7 +124,9 @@ class LitXaiCLI(LightningCLI):
         if self.subcommand != "fit" or not config.get("ckpt_path"):
             return
         run_id = wandb_run_id(_resume_path(config))
-        for entry in loggers if run_id is not None else []:
+        if run_id is None:
+            return
+        for entry in loggers:
             if not (entry.init_args.get("id") or entry.init_args.get("version")):
                 entry.init_args.id = run_id
 
